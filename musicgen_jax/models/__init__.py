@@ -2,6 +2,9 @@
 
 import dataclasses
 
+import flax
+import jax
+
 MODELS = ("rnn", "lstm", "bilstm", "transformer")
 DURATION_HEADS = ("categorical", "regression")
 
@@ -38,3 +41,17 @@ class ModelConfig:
       raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+@flax.struct.dataclass
+class Prediction:
+  """A model's prediction of the next frame.
+
+  note_logits: float32[..., 106], one independent Bernoulli logit per pitch.
+  duration: categorical head: float32[..., max_duration_steps] logits, class k
+    meaning (k + 1) / steps_per_quarter quarter notes; regression head:
+    float32[..., 2], the mean and log standard deviation of log(duration).
+  """
+
+  note_logits: jax.Array
+  duration: jax.Array
