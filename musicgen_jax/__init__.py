@@ -1,5 +1,31 @@
-"""musicgen-jax: symbolic music generation with JAX and Flax."""
+"""musicgen-jax: symbolic music generation with JAX and Flax.
 
-from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, LOWEST_PITCH, NUM_NOTES
+The 107-dim frame codec is re-exported here; models, training, sampling and
+evaluation live in their own modules (`musicgen_jax.<name>`).
+"""
+
+from musicgen_jax.encoding import (
+    DURATION_INDEX,
+    FRAME_DIM,
+    LOWEST_PITCH,
+    NUM_NOTES,
+    EncodeStats,
+    encode_midi,
+    frames_to_midi,
+    midi_to_frames,
+)
+from musicgen_jax.midi import MidiError
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "DURATION_INDEX",
+    "FRAME_DIM",
+    "LOWEST_PITCH",
+    "NUM_NOTES",
+    "EncodeStats",
+    "MidiError",
+    "encode_midi",
+    "frames_to_midi",
+    "midi_to_frames",
+]

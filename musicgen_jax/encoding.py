@@ -1,9 +1,217 @@
 """The 107-dim frame: constants, notes <-> frames, frames <-> MIDI.
 
-(Implementation in progress.)
+A frame is one onset: `frame[i] = 1.0` when MIDI pitch `LOWEST_PITCH + i`
+starts there (i in 0..105, pitches 21..126), and `frame[DURATION_INDEX]` is a
+duration in quarter notes (tempo-independent). Onsets and note ends are
+quantised to a grid of `steps_per_quarter` steps per quarter note.
+
+Duration modes:
+  "ioi" (default): a frame lasts until the next onset. Where nothing sounds for
+    a while before the next onset, the frame lasts until its last sounding note
+    ends and an empty frame (no notes) carries the rest. The last frame lasts
+    until its last note ends. Decoding plays each frame's notes for the frame's
+    duration from the running time, then advances by it, so
+    `midi_to_frames(frames_to_midi(f)) == f` and every in-range (quantised
+    onset, pitch) survives encoding.
+  "note": a frame lasts as long as the longest note of its chord, and decoding
+    plays frames back to back (the seed study's encoding; it loses onset
+    timing where notes overlap).
 """
+
+from __future__ import annotations
+
+import dataclasses
+
+import mido
+import numpy as np
+
+from musicgen_jax import midi as midi_lib
+from musicgen_jax.midi import MidiError, MidiSource
 
 NUM_NOTES = 106  # pitches 21 (A0) .. 126
 LOWEST_PITCH = 21  # A0
+HIGHEST_PITCH = LOWEST_PITCH + NUM_NOTES - 1  # 126
 FRAME_DIM = NUM_NOTES + 1  # 106 note onsets + duration in quarter notes
 DURATION_INDEX = NUM_NOTES  # frame[DURATION_INDEX] is the duration
+DURATION_MODES = ("ioi", "note")
+
+__all__ = [
+    "DURATION_INDEX", "DURATION_MODES", "FRAME_DIM", "HIGHEST_PITCH", "LOWEST_PITCH",
+    "NUM_NOTES", "EncodeStats", "MidiError", "encode_midi", "frames_to_midi",
+    "frames_to_notes", "midi_to_frames", "notes_to_frames",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeStats:
+  """What encoding one file kept and dropped (nothing is dropped silently)."""
+
+  num_notes: int  # in-range notes encoded (chord notes on one onset count once each)
+  num_frames: int  # frames produced, empty rest frames included
+  num_empty_frames: int  # rest frames
+  dropped_out_of_range: int  # notes with pitch outside 21..126
+  dropped_drums: int  # notes on the drum channel (skipped unless include_drums)
+  merged_duplicates: int  # same pitch struck twice on one quantised onset
+
+
+def _check_settings(steps_per_quarter: int, duration_mode: str) -> None:
+  if int(steps_per_quarter) != steps_per_quarter or steps_per_quarter < 1:
+    raise ValueError(f"steps_per_quarter must be a positive integer, got {steps_per_quarter}")
+  if duration_mode not in DURATION_MODES:
+    raise ValueError(
+        f"duration_mode must be one of {', '.join(DURATION_MODES)}, got {duration_mode!r}")
+
+
+def notes_to_frames(onset_steps: np.ndarray, end_steps: np.ndarray, pitches: np.ndarray, *,
+                    steps_per_quarter: int = 12, duration_mode: str = "ioi") -> np.ndarray:
+  """Encodes quantised notes as frames.
+
+  Args:
+    onset_steps, end_steps: int[N] grid steps; ends are raised to at least one
+      step after the onset.
+    pitches: int[N] MIDI pitches, all within LOWEST_PITCH..HIGHEST_PITCH.
+    steps_per_quarter: grid resolution.
+    duration_mode: "ioi" or "note".
+
+  Returns:
+    float32[T, 107] frames (T = 0 when there are no notes).
+  """
+  _check_settings(steps_per_quarter, duration_mode)
+  onset_steps = np.asarray(onset_steps, dtype=np.int64)
+  end_steps = np.maximum(np.asarray(end_steps, dtype=np.int64), onset_steps + 1)
+  pitches = np.asarray(pitches, dtype=np.int64)
+  if onset_steps.size == 0:
+    return np.zeros((0, FRAME_DIM), np.float32)
+  if pitches.min() < LOWEST_PITCH or pitches.max() > HIGHEST_PITCH:
+    raise ValueError(f"pitches must lie in {LOWEST_PITCH}..{HIGHEST_PITCH}")
+
+  order = np.argsort(onset_steps, kind="stable")
+  onset_steps, end_steps, pitches = onset_steps[order], end_steps[order], pitches[order]
+  onsets, frame_of_note = np.unique(onset_steps, return_inverse=True)
+  num_onsets = onsets.size
+  chord_end = np.full(num_onsets, np.iinfo(np.int64).min)
+  np.maximum.at(chord_end, frame_of_note, end_steps)
+  notes = np.zeros((num_onsets, NUM_NOTES), np.float32)
+  notes[frame_of_note, pitches - LOWEST_PITCH] = 1.0
+
+  if duration_mode == "note":
+    durations = chord_end - onsets
+    frames = np.concatenate([notes, durations[:, None].astype(np.float32)], axis=1)
+    frames[:, DURATION_INDEX] /= steps_per_quarter
+    return frames
+
+  # ioi: `sounding_end[k]` is when the last note struck at or before onset k ends.
+  sounding_end = np.maximum.accumulate(chord_end)
+  next_onset = np.append(onsets[1:], sounding_end[-1])
+  rest = next_onset - sounding_end  # > 0: silence before the next onset
+  has_rest = rest > 0
+  has_rest[-1] = False
+  durations = np.where(has_rest, sounding_end - onsets, next_onset - onsets)
+  # Frame k lands at row k + (number of rests before it); rests follow their frame.
+  rows = np.arange(num_onsets) + np.concatenate([[0], np.cumsum(has_rest)[:-1]])
+  frames = np.zeros((num_onsets + int(has_rest.sum()), FRAME_DIM), np.float32)
+  frames[rows, :NUM_NOTES] = notes
+  frames[rows, DURATION_INDEX] = durations
+  frames[rows[has_rest] + 1, DURATION_INDEX] = rest[has_rest]
+  frames[:, DURATION_INDEX] /= steps_per_quarter
+  return frames
+
+
+def _quantise(ticks: np.ndarray, ticks_per_beat: int, steps_per_quarter: int) -> np.ndarray:
+  """Rounds ticks to the nearest grid step (halves round up), in integers."""
+  return (2 * ticks * steps_per_quarter + ticks_per_beat) // (2 * ticks_per_beat)
+
+
+def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mode: str = "ioi",
+                include_drums: bool = False,
+                name: str | None = None) -> tuple[np.ndarray, EncodeStats]:
+  """Like `midi_to_frames`, and also says what was kept and dropped.
+
+  Returns:
+    (frames float32[T, 107], EncodeStats).
+  Raises:
+    MidiError: the file is unreadable or invalid; the message names it.
+  """
+  _check_settings(steps_per_quarter, duration_mode)
+  notes, dropped_drums = midi_lib.read_notes(source, include_drums=include_drums, name=name)
+  in_range = (notes.pitches >= LOWEST_PITCH) & (notes.pitches <= HIGHEST_PITCH)
+  onset_steps = _quantise(notes.onsets[in_range], notes.ticks_per_beat, steps_per_quarter)
+  end_steps = _quantise(notes.ends[in_range], notes.ticks_per_beat, steps_per_quarter)
+  pitches = notes.pitches[in_range]
+  if onset_steps.size:
+    # Leading silence is dropped: time starts at the first onset.
+    start = onset_steps.min()
+    onset_steps, end_steps = onset_steps - start, end_steps - start
+  frames = notes_to_frames(onset_steps, end_steps, pitches,
+                           steps_per_quarter=steps_per_quarter, duration_mode=duration_mode)
+  num_notes = int(frames[:, :NUM_NOTES].sum())
+  stats = EncodeStats(
+      num_notes=num_notes,
+      num_frames=int(frames.shape[0]),
+      num_empty_frames=int((frames[:, :NUM_NOTES].sum(axis=1) == 0).sum()),
+      dropped_out_of_range=int((~in_range).sum()),
+      dropped_drums=int(dropped_drums),
+      merged_duplicates=int(pitches.size - num_notes),
+  )
+  return frames, stats
+
+
+def midi_to_frames(source: MidiSource, *, steps_per_quarter: int = 12,
+                   duration_mode: str = "ioi", include_drums: bool = False) -> np.ndarray:
+  """Encodes a MIDI file (a path, bytes or a mido.MidiFile) as frames.
+
+  Returns:
+    float32[T, 107]; a file with no in-range notes gives an empty [0, 107]
+    array (not an error). Use `encode_midi` to read how many notes were dropped.
+  Raises:
+    MidiError: the file is unreadable or invalid; the message names it.
+  """
+  frames, _ = encode_midi(source, steps_per_quarter=steps_per_quarter,
+                          duration_mode=duration_mode, include_drums=include_drums)
+  return frames
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+  frames = np.asarray(frames, dtype=np.float64)
+  if frames.ndim != 2 or frames.shape[1] != FRAME_DIM:
+    raise ValueError(f"frames must have shape [T, {FRAME_DIM}], got {frames.shape}")
+  if not np.all(np.isfinite(frames)):
+    raise ValueError("frames contain non-finite values")
+  if np.any(frames[:, DURATION_INDEX] < 0):
+    raise ValueError("frames contain negative durations")
+  return frames
+
+
+def frames_to_notes(frames: np.ndarray, *, steps_per_quarter: int = 12,
+                    duration_mode: str = "ioi") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Decodes frames into notes on the grid.
+
+  A note is on where `frame[i] > 0.5`. Each frame's notes start at the running
+  time and last the frame's duration (rounded to the grid, at least one step);
+  the running time then advances by the duration. The modes decode alike: in
+  "note" mode this plays frames back to back.
+
+  Returns:
+    (onset_steps int64[N], end_steps int64[N], pitches int64[N]).
+  """
+  _check_settings(steps_per_quarter, duration_mode)
+  frames = _check_frames(frames)
+  steps = np.rint(frames[:, DURATION_INDEX] * steps_per_quarter).astype(np.int64)
+  active = frames[:, :NUM_NOTES] > 0.5
+  has_notes = active.any(axis=1)
+  steps = np.where(has_notes, np.maximum(steps, 1), steps)
+  starts = np.concatenate([[0], np.cumsum(steps)[:-1]])
+  frame_index, note_index = np.nonzero(active)
+  onsets = starts[frame_index]
+  return onsets, onsets + steps[frame_index], note_index.astype(np.int64) + LOWEST_PITCH
+
+
+def frames_to_midi(frames: np.ndarray, *, tempo_bpm: float = 120.0, velocity: int = 80,
+                   steps_per_quarter: int = 12, duration_mode: str = "ioi",
+                   ticks_per_beat: int = 480) -> mido.MidiFile:
+  """Decodes frames float32[T, 107] into a type-0 mido.MidiFile (piano, channel 1)."""
+  onsets, ends, pitches = frames_to_notes(frames, steps_per_quarter=steps_per_quarter,
+                                          duration_mode=duration_mode)
+  to_ticks = lambda steps: np.rint(steps * ticks_per_beat / steps_per_quarter).astype(np.int64)
+  return midi_lib.write_notes(to_ticks(onsets), to_ticks(ends), pitches, velocity=velocity,
+                              ticks_per_beat=ticks_per_beat, tempo_bpm=tempo_bpm)

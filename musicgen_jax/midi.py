@@ -1,0 +1,230 @@
+"""MIDI bytes in and out, through mido; the only module that touches MIDI bytes.
+
+Reading turns a Standard MIDI File into a flat table of notes in ticks
+(`NoteTable`); writing turns notes in ticks back into a `mido.MidiFile`. Every
+way a file can be bad (empty, not MIDI, truncated, a chunk running past the
+end, SMPTE timing, absurd delta times, ...) surfaces as `MidiError`, a
+`ValueError` whose message names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import io
+import os
+from typing import Union
+
+import mido
+import numpy as np
+
+DRUM_CHANNEL = 9  # General MIDI channel 10, counted from 0
+# A file longer than this many quarter notes (about 14 hours at 120 bpm) has
+# absurd delta times; rejecting it keeps memory and time bounded.
+MAX_FILE_QUARTERS = 100_000
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+MidiSource = Union[str, os.PathLike, bytes, bytearray, mido.MidiFile]
+
+
+class MidiError(ValueError):
+  """Unreadable or invalid MIDI; the message names the file and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NoteTable:
+  """Notes of one file in ticks, sorted by onset.
+
+  onsets, ends: int64[N] absolute ticks (end > onset is not guaranteed: a
+    note-off at its own onset tick gives end == onset).
+  pitches, velocities, channels: int32[N].
+  ticks_per_beat: ticks per quarter note.
+  end_tick: the tick of the file's last event (where unclosed notes end).
+  """
+
+  onsets: np.ndarray
+  ends: np.ndarray
+  pitches: np.ndarray
+  velocities: np.ndarray
+  channels: np.ndarray
+  ticks_per_beat: int
+  end_tick: int
+
+
+def source_name(source: MidiSource, name: str | None = None) -> str:
+  """A human-readable name for error messages."""
+  if name is not None:
+    return name
+  if isinstance(source, (str, os.PathLike)):
+    return os.fspath(source)
+  if isinstance(source, mido.MidiFile) and source.filename:
+    return str(source.filename)
+  return "<MIDI data>"
+
+
+def read_midi(source: MidiSource, *, name: str | None = None) -> mido.MidiFile:
+  """Parses `source` (a path, bytes or a mido.MidiFile) into a mido.MidiFile."""
+  name = source_name(source, name)
+  if isinstance(source, mido.MidiFile):
+    midi = source
+  else:
+    if isinstance(source, (str, os.PathLike)):
+      try:
+        size = os.path.getsize(source)
+        if size > MAX_FILE_BYTES:
+          raise MidiError(f"{name}: file is {size} bytes, more than {MAX_FILE_BYTES}")
+        with open(source, "rb") as f:
+          data = f.read()
+      except OSError as e:
+        raise MidiError(f"{name}: cannot read file: {e.strerror or e}") from e
+    elif isinstance(source, (bytes, bytearray)):
+      data = bytes(source)
+    else:
+      raise TypeError(f"expected a path, bytes or mido.MidiFile, got {type(source).__name__}")
+    _check_header(data, name)
+    try:
+      midi = mido.MidiFile(file=io.BytesIO(data), clip=True)
+    except MidiError:
+      raise
+    except Exception as e:  # mido raises many types for malformed files
+      raise MidiError(f"{name}: malformed MIDI: {type(e).__name__}: {e}") from e
+  if midi.type not in (0, 1, 2):
+    raise MidiError(f"{name}: unknown MIDI file type {midi.type}")
+  if midi.ticks_per_beat is None or midi.ticks_per_beat <= 0:
+    if midi.ticks_per_beat is not None and midi.ticks_per_beat < 0:
+      raise MidiError(f"{name}: SMPTE time division is not supported (only ticks per beat)")
+    raise MidiError(f"{name}: ticks per beat is {midi.ticks_per_beat}; it must be positive")
+  return midi
+
+
+def _check_header(data: bytes, name: str) -> None:
+  """Cheap checks that give a clear reason before mido sees the bytes."""
+  if not data:
+    raise MidiError(f"{name}: empty file")
+  if data[:4] != b"MThd":
+    raise MidiError(f"{name}: not a MIDI file (no 'MThd' header)")
+  if len(data) < 14:
+    raise MidiError(f"{name}: truncated header ({len(data)} bytes)")
+  header_len = int.from_bytes(data[4:8], "big")
+  if header_len < 6 or 8 + header_len > len(data):
+    raise MidiError(f"{name}: header chunk length {header_len} is invalid")
+  division = int.from_bytes(data[12:14], "big")
+  if division & 0x8000:
+    raise MidiError(f"{name}: SMPTE time division is not supported (only ticks per beat)")
+  if division == 0:
+    raise MidiError(f"{name}: ticks per beat is 0; it must be positive")
+  # Walk the chunks: a length past the end of the data is truncation.
+  pos = 8 + header_len
+  while pos + 8 <= len(data):
+    length = int.from_bytes(data[pos + 4:pos + 8], "big")
+    if pos + 8 + length > len(data):
+      raise MidiError(
+          f"{name}: chunk {data[pos:pos + 4]!r} at byte {pos} claims {length} bytes, "
+          f"past the end of the data (truncated file?)")
+    pos += 8 + length
+
+
+def read_notes(source: MidiSource, *, include_drums: bool = False,
+               name: str | None = None) -> tuple[NoteTable, int]:
+  """Reads the notes of a MIDI file.
+
+  Tracks are merged in time order (type 0 and 1 alike; type 2 tracks are
+  treated the same way). A note-off, or a note-on with velocity 0, closes the
+  oldest open note of the same channel and pitch; notes never closed end at
+  the file's last event.
+
+  Returns:
+    (notes, dropped_drums): the notes, and how many drum-channel notes were
+    skipped (0 when include_drums).
+  """
+  name = source_name(source, name)
+  midi = read_midi(source, name=name)
+  tpb = int(midi.ticks_per_beat)
+  max_tick = MAX_FILE_QUARTERS * tpb
+
+  # (tick, track, index-in-track) orders events stably across tracks.
+  events = []  # (tick, track, order, kind, channel, pitch, velocity); kind 0 off, 1 on
+  end_tick = 0
+  for track_index, track in enumerate(midi.tracks):
+    tick = 0
+    for order, msg in enumerate(track):
+      tick += msg.time
+      if tick > max_tick:
+        raise MidiError(
+            f"{name}: absurd delta times (an event at tick {tick}, over "
+            f"{MAX_FILE_QUARTERS} quarter notes into the file)")
+      kind = msg.type
+      if kind == "note_on":
+        events.append((tick, track_index, order, 1 if msg.velocity > 0 else 0,
+                       msg.channel, msg.note, msg.velocity))
+      elif kind == "note_off":
+        events.append((tick, track_index, order, 0, msg.channel, msg.note, 0))
+    end_tick = max(end_tick, tick)
+  events.sort()
+
+  open_notes: dict[tuple[int, int], collections.deque] = collections.defaultdict(
+      collections.deque)
+  onsets, ends, pitches, velocities, channels = [], [], [], [], []
+  dropped_drums = 0
+  for tick, _, _, is_on, channel, pitch, velocity in events:
+    if channel == DRUM_CHANNEL and not include_drums:
+      dropped_drums += is_on
+      continue
+    if is_on:
+      open_notes[(channel, pitch)].append(len(onsets))
+      onsets.append(tick)
+      ends.append(-1)
+      pitches.append(pitch)
+      velocities.append(velocity)
+      channels.append(channel)
+    else:
+      queue = open_notes.get((channel, pitch))
+      if queue:
+        ends[queue.popleft()] = tick
+  ends_arr = np.asarray(ends, dtype=np.int64)
+  ends_arr[ends_arr < 0] = end_tick
+  notes = NoteTable(
+      onsets=np.asarray(onsets, dtype=np.int64),
+      ends=ends_arr,
+      pitches=np.asarray(pitches, dtype=np.int32),
+      velocities=np.asarray(velocities, dtype=np.int32),
+      channels=np.asarray(channels, dtype=np.int32),
+      ticks_per_beat=tpb,
+      end_tick=end_tick,
+  )
+  return notes, dropped_drums
+
+
+def write_notes(onsets: np.ndarray, ends: np.ndarray, pitches: np.ndarray, *,
+                velocity: int = 80, ticks_per_beat: int = 480,
+                tempo_bpm: float = 120.0, program: int = 0) -> mido.MidiFile:
+  """Writes notes (ticks) as a type-0 MIDI file on channel 1.
+
+  At the same tick note-offs come before note-ons, so a pitch re-struck where
+  it ends reads back as two notes in any reader.
+  """
+  if not 1 <= velocity <= 127:
+    raise ValueError(f"velocity must be in 1..127, got {velocity}")
+  if not tempo_bpm > 0:
+    raise ValueError(f"tempo_bpm must be positive, got {tempo_bpm}")
+  if not 1 <= ticks_per_beat <= 0x7FFF:
+    raise ValueError(f"ticks_per_beat must be in 1..32767, got {ticks_per_beat}")
+  events = []
+  for on, off, pitch in zip(np.asarray(onsets).tolist(), np.asarray(ends).tolist(),
+                            np.asarray(pitches).tolist()):
+    events.append((off, 0, pitch))
+    events.append((on, 1, pitch))
+  events.sort()
+  track = mido.MidiTrack()
+  track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm), time=0))
+  track.append(mido.Message("program_change", program=program, channel=0, time=0))
+  now = 0
+  for tick, is_on, pitch in events:
+    track.append(mido.Message("note_on" if is_on else "note_off", note=pitch,
+                              velocity=velocity if is_on else 0, channel=0,
+                              time=tick - now))
+    now = tick
+  track.append(mido.MetaMessage("end_of_track", time=0))
+  midi = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)
+  midi.tracks.append(track)
+  return midi
