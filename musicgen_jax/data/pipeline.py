@@ -1,0 +1,381 @@
+"""load_dataset: source -> (cached) encoding -> train/valid/test pieces.
+
+MIDI files are encoded on all cores (a process pool working through chunks of
+files, largest first) with a progress line every few seconds. Each file's result
+(its frames, or the reason it was skipped) is cached with the file's signature,
+so a second load reads one .npz, and a changed or added file re-encodes only
+that file. Splits are assigned after loading, by piece name, so changing the
+split fractions never re-encodes.
+"""
+
+import concurrent.futures
+import dataclasses
+import math
+import multiprocessing
+import os
+import time
+
+from absl import logging
+import numpy as np
+
+from musicgen_jax import encoding
+from musicgen_jax.data import cache as cache_lib
+from musicgen_jax.data import sources
+from musicgen_jax.data import splits as splits_lib
+from musicgen_jax.data.config import DataConfig
+
+PROGRESS_INTERVAL_S = 5.0  # seconds between progress lines while encoding
+_MAX_CHUNK = 16  # files per task sent to a worker process
+_MAX_LISTED_SKIPS = 20  # skipped files named one per line in the log
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Piece:
+  """One piece of music.
+
+  Attributes:
+    name: the file's path relative to the source root (MIDI sources) or
+      '<split>/<index>' (json).
+    frames: <float32>[T, 107] read-only; notes 0/1 in columns 0..105
+      (pitches 21..126), the duration in quarter notes in column 106.
+  """
+  name: str
+  frames: np.ndarray
+
+  @property
+  def num_frames(self) -> int:
+    return int(self.frames.shape[0])
+
+
+@dataclasses.dataclass
+class Dataset:
+  """Encoded pieces in splits, what was skipped, and a summary of the load.
+
+  Attributes:
+    splits: {'train', 'valid', 'test'} -> pieces sorted by name.
+    skipped: (name, reason) for every file that could not be used.
+    summary: counts (files, pieces, frames, notes, dropped notes), timings,
+      and the cache file used.
+    config: the DataConfig that built it.
+  """
+  splits: dict[str, list[Piece]]
+  skipped: list[tuple[str, str]]
+  summary: dict
+  config: DataConfig
+
+  @property
+  def train(self) -> list[Piece]:
+    return self.splits["train"]
+
+  @property
+  def valid(self) -> list[Piece]:
+    return self.splits["valid"]
+
+  @property
+  def test(self) -> list[Piece]:
+    return self.splits["test"]
+
+  def __getitem__(self, split: str) -> list[Piece]:
+    if split not in self.splits:
+      raise KeyError(f"unknown split {split!r}: use one of "
+                     f"{', '.join(splits_lib.SPLITS)}")
+    return self.splits[split]
+
+
+def available_cores() -> int:
+  """CPU cores this process may run on."""
+  if hasattr(os, "sched_getaffinity"):
+    return max(1, len(os.sched_getaffinity(0)))
+  return max(1, os.cpu_count() or 1)
+
+
+def _mp_context():
+  # forkserver/spawn start clean workers: forking a process that has already
+  # started JAX's threads is unsafe.
+  methods = multiprocessing.get_all_start_methods()
+  return multiprocessing.get_context(
+      "forkserver" if "forkserver" in methods else "spawn")
+
+
+def _encode_chunk(kind: str, files: list[sources.SourceFile], settings: dict):
+  """Worker task: encodes a list of files; one result tuple per file."""
+  return [(f.name,) + sources.encode_source_file(kind, f, settings)
+          for f in files]
+
+
+class _Progress:
+  """Logs 'files done / total, frames, elapsed, ETA' every few seconds."""
+
+  def __init__(self, total: int, what: str, interval_s: float):
+    self.total, self.what, self.interval_s = total, what, interval_s
+    self.done = self.frames = 0
+    self.start = self.last = time.perf_counter()
+
+  def update(self, results):
+    for _, piece, _ in results:
+      self.done += 1
+      self.frames += piece.num_frames if piece is not None else 0
+    self.maybe_log()
+
+  def maybe_log(self, force: bool = False):
+    now = time.perf_counter()
+    if not force and now - self.last < self.interval_s:
+      return
+    self.last = now
+    elapsed = now - self.start
+    eta = (elapsed / self.done * (self.total - self.done)
+           if self.done else float("nan"))
+    logging.info("encoding %s: %d/%d files, %d frames, %.1f s elapsed, "
+                 "ETA %.1f s", self.what, self.done, self.total, self.frames,
+                 elapsed, eta)
+
+
+def encode_files(kind: str, files: list[sources.SourceFile], settings: dict, *,
+                 num_workers: int = 0, what: str = "",
+                 progress_interval_s: float = PROGRESS_INTERVAL_S):
+  """Encodes MIDI source files, in worker processes when num_workers != 1.
+
+  Args:
+    kind: 'midi_dir' or 'bach_chorales'.
+    files: the files to encode.
+    settings: steps_per_quarter, duration_mode, include_drums.
+    num_workers: processes; 0 = all cores; 1 = in this process.
+    what: how the source is named in progress lines.
+    progress_interval_s: seconds between progress lines.
+
+  Returns:
+    {name: (SparsePiece or None, skip reason or None)} for every file.
+  """
+  workers = num_workers or available_cores()
+  workers = min(workers, len(files))
+  progress = _Progress(len(files), what or kind, progress_interval_s)
+  results = {}
+  if workers <= 1:
+    for f in files:
+      chunk = _encode_chunk(kind, [f], settings)
+      progress.update(chunk)
+      results.update({name: (piece, reason) for name, piece, reason in chunk})
+  else:
+    # Largest files first, in small chunks, so no worker is left with a long
+    # tail; chunks amortise the inter-process overhead on many small files.
+    ordered = sorted(files, key=lambda f: -os.path.getsize(f.path))
+    chunk_size = max(1, min(_MAX_CHUNK, math.ceil(len(files) / (workers * 8))))
+    chunks = [ordered[i:i + chunk_size]
+              for i in range(0, len(ordered), chunk_size)]
+    logging.info("encoding %d files on %d processes", len(files), workers)
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=_mp_context()) as pool:
+      pending = {pool.submit(_encode_chunk, kind, chunk, settings)
+                 for chunk in chunks}
+      while pending:
+        done, pending = concurrent.futures.wait(
+            pending, timeout=progress_interval_s,
+            return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+          chunk = future.result()
+          progress.update(chunk)
+          results.update({name: (piece, reason)
+                          for name, piece, reason in chunk})
+        progress.maybe_log()
+  progress.maybe_log(force=True)
+  return results
+
+
+def _warn_skipped(skipped: list[tuple[str, str]], source: str):
+  for name, reason in skipped[:_MAX_LISTED_SKIPS]:
+    logging.warning("skipped %s: %s", name, reason)
+  if len(skipped) > _MAX_LISTED_SKIPS:
+    logging.warning("... and %d more skipped files (see Dataset.skipped)",
+                    len(skipped) - _MAX_LISTED_SKIPS)
+  if skipped:
+    logging.warning("%d file(s) of %s skipped", len(skipped), source)
+
+
+def _no_music_error(source: str, num_files: int,
+                    skipped: list[tuple[str, str]]) -> ValueError:
+  detail = f"; first: {skipped[0][1]}" if skipped else ""
+  return ValueError(f"no usable music in {source}: all {num_files} file(s) "
+                    f"were skipped{detail}")
+
+
+def _densify(pieces: list[sources.SparsePiece]) -> list[np.ndarray]:
+  """Sparse pieces -> <float32>[T_i, 107] views into one read-only array."""
+  lengths = np.array([p.num_frames for p in pieces], np.int64)
+  offsets = np.concatenate([[0], np.cumsum(lengths)])
+  frames = np.zeros((int(offsets[-1]), encoding.FRAME_DIM), np.float32)
+  if pieces:
+    rows = np.concatenate([p.rows.astype(np.int64) + o
+                           for p, o in zip(pieces, offsets[:-1])])
+    pitches = np.concatenate([p.pitches for p in pieces])
+    frames[rows, pitches.astype(np.int64)] = 1.0
+    frames[:, encoding.DURATION_INDEX] = np.concatenate(
+        [p.durations for p in pieces])
+  frames.flags.writeable = False
+  return [frames[offsets[i]:offsets[i + 1]] for i in range(len(pieces))]
+
+
+def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
+  """midi_dir / bach_chorales: list files, reuse cached ones, encode the rest."""
+  if cfg.dataset == "midi_dir":
+    files = sources.list_midi_files(cfg.data_dir)
+    location = os.path.abspath(os.path.expanduser(cfg.data_dir))
+  else:
+    files = sources.list_bach_chorales()
+    location = "music21 corpus (Bach chorales)"
+  if cfg.max_files:
+    files = files[:cfg.max_files]
+  key = cache_lib.cache_key(cfg.dataset, location, cfg.encoding_settings)
+  path = cache_lib.cache_path(cfg.cache_dir, cfg.dataset, key)
+  cached = cache_lib.read_cache(path, key)
+  by_name = {}
+  if cached is not None:
+    by_name.update({s.name: s for s in cached.skipped})
+    by_name.update({p.name: p for p in cached.pieces})
+
+  entries, to_encode = {}, []
+  for f in files:
+    entry = by_name.get(f.name)
+    if (entry is not None and
+        entry.signature == cache_lib.jsonable_signature(f.signature)):
+      entries[f.name] = entry
+    else:
+      to_encode.append(f)
+  stale = set(by_name) - {f.name for f in files}
+
+  encode_seconds = 0.0
+  if to_encode:
+    logging.info("%s: %d of %d files to encode (%d cached)", location,
+                 len(to_encode), len(files), len(files) - len(to_encode))
+    start = time.perf_counter()
+    results = encode_files(cfg.dataset, to_encode, cfg.encoding_settings,
+                           num_workers=cfg.num_workers, what=location,
+                           progress_interval_s=progress_interval_s)
+    encode_seconds = time.perf_counter() - start
+    for f in to_encode:
+      piece, reason = results[f.name]
+      if piece is None:
+        entries[f.name] = cache_lib.CachedSkip(f.name, f.signature, reason)
+      else:
+        entries[f.name] = cache_lib.CachedPiece(f.name, f.signature, None,
+                                                piece)
+  ordered = [entries[f.name] for f in files]
+  pieces = [e for e in ordered if isinstance(e, cache_lib.CachedPiece)]
+  skips = [e for e in ordered if isinstance(e, cache_lib.CachedSkip)]
+  if to_encode or stale:
+    cache_lib.write_cache(path, key, pieces, skips,
+                          {"dataset": cfg.dataset, "location": location,
+                           "settings": cfg.encoding_settings})
+    logging.info("wrote cache %s", path)
+  info = {
+      "source": location, "num_files": len(files), "num_encoded": len(to_encode),
+      "num_cached": len(files) - len(to_encode),
+      "cache_hit": not to_encode, "cache_path": path,
+      "encode_seconds": encode_seconds,
+  }
+  return pieces, [(s.name, s.reason) for s in skips], info
+
+
+def _load_json_source(cfg: DataConfig):
+  """json: the whole file is one cache entry keyed by its SHA-256."""
+  location = os.path.abspath(os.path.expanduser(cfg.data_path))
+  if not os.path.isfile(location):
+    raise FileNotFoundError(
+        f"--data_path {cfg.data_path!r} is not a file: point --data_path at a "
+        "benchmark .json file")
+  signature = [cache_lib.CACHE_FORMAT, sources.file_sha256(location)]
+  key = cache_lib.cache_key(cfg.dataset, location, {})
+  path = cache_lib.cache_path(cfg.cache_dir, cfg.dataset, key)
+  cached = cache_lib.read_cache(path, key)
+  encode_seconds = 0.0
+  if cached is not None and cached.meta.get("source_signature") == signature:
+    pieces, skips = cached.pieces, cached.skipped
+    hit = True
+  else:
+    start = time.perf_counter()
+    read, skipped = sources.read_json_benchmark(location)
+    pieces = [cache_lib.CachedPiece(name, [], split, piece)
+              for split, name, piece in read]
+    skips = [cache_lib.CachedSkip(name, [], reason) for name, reason in skipped]
+    encode_seconds = time.perf_counter() - start
+    cache_lib.write_cache(path, key, pieces, skips,
+                          {"dataset": cfg.dataset, "location": location,
+                           "source_signature": signature})
+    logging.info("wrote cache %s", path)
+    hit = False
+  num_files = len(pieces) + len(skips)
+  info = {
+      "source": location, "num_files": num_files,
+      "num_encoded": 0 if hit else num_files,
+      "num_cached": num_files if hit else 0, "cache_hit": hit,
+      "cache_path": path, "encode_seconds": encode_seconds,
+  }
+  return pieces, [(s.name, s.reason) for s in skips], info
+
+
+def load_dataset(cfg: DataConfig, *,
+                 progress_interval_s: float = PROGRESS_INTERVAL_S) -> Dataset:
+  """Loads (encoding and caching as needed) the dataset that cfg names.
+
+  Args:
+    cfg: the data configuration.
+    progress_interval_s: seconds between progress lines while encoding.
+
+  Returns:
+    A Dataset: pieces in 'train'/'valid'/'test' (MIDI sources split by a hash
+    of each file's relative path; json by its given splits), skipped files with
+    reasons, and a summary.
+
+  Raises:
+    ValueError / FileNotFoundError / ImportError: with a message saying what
+    to change (no MIDI files found, no usable music, music21 missing, ...).
+  """
+  start = time.perf_counter()
+  if cfg.dataset == "json":
+    entries, skipped, info = _load_json_source(cfg)
+  else:
+    entries, skipped, info = _load_midi_source(cfg, progress_interval_s)
+  _warn_skipped(skipped, info["source"])
+  if not entries:
+    raise _no_music_error(info["source"], info["num_files"], skipped)
+
+  frames = _densify([e.piece for e in entries])
+  splits = {s: [] for s in splits_lib.SPLITS}
+  for entry, piece_frames in zip(entries, frames):
+    split = entry.split or splits_lib.assign_split(
+        entry.name, cfg.valid_fraction, cfg.test_fraction)
+    splits[split].append(Piece(entry.name, piece_frames))
+  for split in splits:
+    splits[split].sort(key=lambda p: p.name)
+    if not splits[split]:
+      logging.warning("the %s split of %s is empty", split, info["source"])
+
+  totals = {
+      "num_frames": sum(e.piece.num_frames for e in entries),
+      "num_notes": sum(int(e.piece.rows.shape[0]) for e in entries),
+  }
+  totals.update({k: sum(int(e.piece.stats.get(k, 0)) for e in entries)
+                 for k in ("dropped_out_of_range", "dropped_drums")})
+  summary = dict(info)
+  summary.update({
+      "dataset": cfg.dataset,
+      "num_pieces": len(entries),
+      "num_skipped": len(skipped),
+      "pieces_per_split": {s: len(p) for s, p in splits.items()},
+      "frames_per_split": {s: sum(p.num_frames for p in ps)
+                           for s, ps in splits.items()},
+      **totals,
+      "load_seconds": time.perf_counter() - start,
+  })
+  logging.info(
+      "%s: %d pieces (train %d, valid %d, test %d), %d frames, %d skipped, "
+      "%s in %.2f s", cfg.dataset, summary["num_pieces"],
+      len(splits["train"]), len(splits["valid"]), len(splits["test"]),
+      totals["num_frames"], len(skipped),
+      "from cache" if info["cache_hit"] else
+      f"{info['num_encoded']} encoded", summary["load_seconds"])
+  if totals["dropped_out_of_range"] or totals["dropped_drums"]:
+    logging.info("dropped %d notes outside pitches %d..%d and %d drum notes",
+                 totals["dropped_out_of_range"], encoding.LOWEST_PITCH,
+                 encoding.LOWEST_PITCH + encoding.NUM_NOTES - 1,
+                 totals["dropped_drums"])
+  return Dataset(splits=splits, skipped=skipped, summary=summary, config=cfg)

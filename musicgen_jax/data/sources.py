@@ -1,0 +1,308 @@
+"""Where the music comes from: a MIDI folder, music21's Bach chorales, or JSON.
+
+MIDI sources (midi_dir, bach_chorales) are lists of `SourceFile`s, each encoded
+on its own (possibly in another process) by `encode_source_file`, which returns
+a `SparsePiece` (note coordinates + durations) or the reason it was skipped.
+The JSON benchmark source is converted in one go by `read_json_benchmark`.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+from absl import logging
+import numpy as np
+
+from musicgen_jax import encoding
+from musicgen_jax.data import splits as splits_lib
+
+MIDI_EXTENSIONS = (".mid", ".midi")
+# Score files of music21's Bach corpus; its .rntxt files are Roman-numeral
+# analyses, not music, and are left out.
+CHORALE_EXTENSIONS = (".mxl", ".xml", ".musicxml", ".krn")
+CORPUS_INSTALL_HINT = (
+    "install the corpus extra: pip install 'musicgen-jax[corpus]' (or pip "
+    "install music21)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFile:
+  """One file of a MIDI source.
+
+  Attributes:
+    name: the path relative to the source root, '/'-separated; the piece's name
+      and the key of its split.
+    path: the absolute path read.
+    signature: identity for the cache (size, mtime_ns, ...); a file whose
+      signature changes is re-encoded.
+  """
+  name: str
+  path: str
+  signature: tuple
+
+
+@dataclasses.dataclass
+class SparsePiece:
+  """An encoded piece stored sparsely: frame k has notes at pitches[rows == k].
+
+  Attributes:
+    rows: <int32>[num_notes] frame index of each note onset.
+    pitches: <uint8>[num_notes] note index 0..105 (MIDI pitch - 21).
+    durations: <float32>[num_frames] frame durations in quarter notes.
+    stats: num_notes, num_frames, dropped_out_of_range, dropped_drums.
+  """
+  rows: np.ndarray
+  pitches: np.ndarray
+  durations: np.ndarray
+  stats: dict
+
+  @property
+  def num_frames(self) -> int:
+    return int(self.durations.shape[0])
+
+  @classmethod
+  def from_frames(cls, frames: np.ndarray, stats: dict) -> "SparsePiece":
+    """Takes <float32>[T, 107] frames (notes 0/1, duration last)."""
+    if frames.ndim != 2 or frames.shape[1] != encoding.FRAME_DIM:
+      raise ValueError(f"expected frames [T, {encoding.FRAME_DIM}], got "
+                       f"{frames.shape}")
+    rows, pitches = np.nonzero(frames[:, :encoding.NUM_NOTES])
+    return cls(rows=rows.astype(np.int32), pitches=pitches.astype(np.uint8),
+               durations=np.ascontiguousarray(
+                   frames[:, encoding.DURATION_INDEX], dtype=np.float32),
+               stats=stats)
+
+
+def _stats_dict(stats) -> dict:
+  """The EncodeStats fields the data layer reports, as plain ints."""
+  return {
+      "num_notes": int(stats.num_notes),
+      "num_frames": int(stats.num_frames),
+      "dropped_out_of_range": int(stats.dropped_out_of_range),
+      "dropped_drums": int(stats.dropped_drums),
+  }
+
+
+def _file_signature(path: str) -> tuple:
+  st = os.stat(path)
+  return (int(st.st_size), int(st.st_mtime_ns))
+
+
+# --------------------------------------------------------------------------
+# midi_dir
+
+
+def list_midi_files(data_dir: str) -> list[SourceFile]:
+  """Every .mid/.midi file below data_dir (recursive, case-insensitive, sorted).
+
+  Raises:
+    FileNotFoundError: data_dir is not a folder.
+    ValueError: no MIDI file below it.
+  """
+  root = os.path.abspath(os.path.expanduser(data_dir))
+  if not os.path.isdir(root):
+    raise FileNotFoundError(
+        f"--data_dir {data_dir!r} is not a folder: point --data_dir at a folder "
+        "of .mid/.midi files")
+  files = []
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    dirnames.sort()
+    for filename in filenames:
+      if filename.lower().endswith(MIDI_EXTENSIONS):
+        path = os.path.join(dirpath, filename)
+        name = os.path.relpath(path, root).replace(os.sep, "/")
+        files.append(SourceFile(name, path, _file_signature(path)))
+  if not files:
+    raise ValueError(f"no .mid/.midi files found below {root}: point --data_dir "
+                     "at a folder that contains MIDI files")
+  files.sort(key=lambda f: f.name)
+  return files
+
+
+# --------------------------------------------------------------------------
+# bach_chorales
+
+
+def _import_music21():
+  try:
+    import music21  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        f"--dataset=bach_chorales needs the music21 package and its corpus: "
+        f"{CORPUS_INSTALL_HINT}; or use --dataset=midi_dir") from e
+  return music21
+
+
+def music21_version() -> str:
+  return str(_import_music21().__version__)
+
+
+def list_bach_chorales() -> list[SourceFile]:
+  """The Bach chorale score files of the corpus that music21 installs (sorted).
+
+  Names are 'bach/<file>' relative to music21's corpus folder; the signature
+  holds the music21 version, so upgrading music21 re-encodes.
+  """
+  music21 = _import_music21()
+  version = str(music21.__version__)
+  paths = [str(p) for p in music21.corpus.getComposer("bach")]
+  paths = [p for p in paths if p.lower().endswith(CHORALE_EXTENSIONS)]
+  if not paths:
+    raise ValueError(
+        f"music21 {version} lists no Bach chorales in its corpus: reinstall it "
+        f"({CORPUS_INSTALL_HINT}) or use --dataset=midi_dir")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(paths[0])))
+  files = []
+  for path in paths:
+    name = os.path.relpath(path, root).replace(os.sep, "/")
+    files.append(SourceFile(name, path, (version,) + _file_signature(path)))
+  files.sort(key=lambda f: f.name)
+  return files
+
+
+def chorale_midi_bytes(path: str) -> bytes:
+  """Parses a corpus score with music21 and exports it to MIDI bytes."""
+  music21 = _import_music21()
+  score = music21.converter.parse(path)
+  return music21.midi.translate.streamToMidiFile(score).writestr()
+
+
+# --------------------------------------------------------------------------
+# Encoding one MIDI source file (runs in worker processes).
+
+
+def encode_source_file(kind: str, source_file: SourceFile,
+                       settings: dict) -> tuple[SparsePiece | None, str | None]:
+  """Encodes one file of a MIDI source.
+
+  Args:
+    kind: 'midi_dir' or 'bach_chorales'.
+    source_file: the file.
+    settings: steps_per_quarter, duration_mode, include_drums.
+
+  Returns:
+    (piece, None) on success, or (None, reason) for a file that is skipped:
+    unreadable or invalid MIDI, or one with no notes in range.
+  """
+  name = source_file.name
+  try:
+    if kind == "bach_chorales":
+      music21 = _import_music21()
+      try:
+        source = chorale_midi_bytes(source_file.path)
+      except (music21.Music21Exception, ValueError, OSError) as e:
+        return None, f"music21 could not convert {name} to MIDI: {e}"
+    elif kind == "midi_dir":
+      source = source_file.path
+    else:
+      raise ValueError(f"not a MIDI source kind: {kind!r}")
+    frames, stats = encoding.encode_midi(source, name=name, **settings)
+  except encoding.MidiError as e:
+    return None, str(e)
+  except OSError as e:
+    return None, f"cannot read {name}: {e}"
+  stats = _stats_dict(stats)
+  if frames.shape[0] == 0:
+    return None, (f"{name}: no notes in pitches {encoding.LOWEST_PITCH}.."
+                  f"{encoding.LOWEST_PITCH + encoding.NUM_NOTES - 1} "
+                  f"({stats['dropped_out_of_range']} out of range, "
+                  f"{stats['dropped_drums']} drum notes dropped)")
+  return SparsePiece.from_frames(np.asarray(frames, np.float32), stats), None
+
+
+# --------------------------------------------------------------------------
+# json: the polyphonic-music benchmark format.
+
+
+def file_sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _json_piece(piece, where: str) -> SparsePiece:
+  """A list of time steps (lists of MIDI pitches) -> one frame per step."""
+  if not isinstance(piece, list):
+    raise ValueError(f"{where}: a piece must be a list of time steps, got "
+                     f"{type(piece).__name__}")
+  rows, pitches = [], []
+  for t, step in enumerate(piece):
+    if not isinstance(step, list):
+      raise ValueError(f"{where}, time step {t}: a time step must be a list of "
+                       f"MIDI pitches, got {type(step).__name__}")
+    rows.extend([t] * len(step))
+    pitches.extend(step)
+  try:
+    pitch_array = np.asarray(pitches, dtype=np.float64).reshape(-1)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{where}: pitches must be numbers ({e})") from e
+  if not np.all(pitch_array == np.round(pitch_array)):
+    raise ValueError(f"{where}: pitches must be whole MIDI note numbers")
+  index = pitch_array.astype(np.int64) - encoding.LOWEST_PITCH
+  keep = (index >= 0) & (index < encoding.NUM_NOTES)
+  row_array = np.asarray(rows, dtype=np.int32)[keep]
+  index = index[keep]
+  # A pitch listed twice in one time step is one onset.
+  if index.size:
+    pairs = np.unique(row_array.astype(np.int64) * encoding.NUM_NOTES + index)
+    row_array = (pairs // encoding.NUM_NOTES).astype(np.int32)
+    index = pairs % encoding.NUM_NOTES
+  num_frames = len(piece)
+  stats = {
+      "num_notes": int(index.size),
+      "num_frames": num_frames,
+      "dropped_out_of_range": int((~keep).sum()),
+      "dropped_drums": 0,
+  }
+  return SparsePiece(rows=row_array, pitches=index.astype(np.uint8),
+                     durations=np.ones(num_frames, np.float32), stats=stats)
+
+
+def read_json_benchmark(path: str) -> tuple[list[tuple[str, str, SparsePiece]],
+                                            list[tuple[str, str]]]:
+  """Reads {"train"|"valid"|"test": [piece, ...]}.
+
+  A piece is a list of time steps, a time step a list of the MIDI pitches
+  sounding; each time step becomes one frame of duration 1.0 (an empty step is
+  a rest frame). Pitches outside 21..126 are dropped and counted.
+
+  Returns:
+    ([(split, name, piece), ...], skipped) where name is '<split>/<index>' and
+    skipped lists empty pieces as (name, reason).
+  """
+  try:
+    with open(path, "r", encoding="utf-8") as f:
+      data = json.load(f)
+  except OSError as e:
+    raise FileNotFoundError(
+        f"cannot read --data_path {path!r}: {e}; point --data_path at a "
+        "benchmark .json file") from e
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON: {e}") from e
+  if not isinstance(data, dict) or not any(s in data for s in splits_lib.SPLITS):
+    raise ValueError(
+        f"{path}: expected a JSON object with keys 'train', 'valid', 'test' "
+        "(the polyphonic-music benchmark format)")
+  unknown = sorted(set(data) - set(splits_lib.SPLITS))
+  if unknown:
+    logging.warning("%s: ignoring keys %s (expected train/valid/test)", path,
+                    unknown)
+  pieces, skipped = [], []
+  for split in splits_lib.SPLITS:
+    if split not in data:
+      logging.warning("%s has no %r split; it will be empty", path, split)
+      continue
+    if not isinstance(data[split], list):
+      raise ValueError(f"{path}: {split!r} must be a list of pieces")
+    width = max(4, len(str(len(data[split]))))
+    for i, piece in enumerate(data[split]):
+      name = f"{split}/{i:0{width}d}"
+      sparse = _json_piece(piece, f"{path}: {name}")
+      if sparse.num_frames == 0:
+        skipped.append((name, f"{name}: empty piece (no time steps)"))
+        continue
+      pieces.append((split, name, sparse))
+  return pieces, skipped
