@@ -1,0 +1,147 @@
+"""Orbax checkpoints in `W/checkpoints/`, and the config saved beside them.
+
+Keeps the latest `keep` checkpoints and the one with the best (lowest)
+validation NLL. A checkpoint whose arrays are not all finite is never written.
+Restoring walks back from the newest step: a damaged checkpoint is skipped with
+a warning that names it, never silently replaced by a fresh start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as logging_std
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class _QuietOrbax(logging_std.Filter):
+  """Drops orbax's per-save INFO chatter from the absl log; warnings pass."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or "orbax" not in record.pathname
+
+
+logging.get_absl_handler().addFilter(_QuietOrbax())
+
+
+class CheckpointError(RuntimeError):
+  """No usable checkpoint, or one that must not be written."""
+
+
+def save_config(workdir: str, config: dict) -> None:
+  """Writes `W/config.json` atomically (process 0 only)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILE)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(config, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> dict | None:
+  """Reads `W/config.json`, or None when there is none."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path} is unreadable ({e}); fix or remove it") from e
+
+
+def all_finite(tree) -> bool:
+  from musicgen_jax.parallel import to_host  # pylint: disable=g-import-not-at-top
+  leaves = jax.tree.leaves(to_host(tree))
+  return all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.inexact))
+
+
+class Checkpointer:
+  """A thin wrapper over `ocp.CheckpointManager` for train states."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, read_only: bool = False):
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    policy = pp.AnyPreservationPolicy([
+        pp.LatestN(n=keep),
+        pp.BestN(get_metric_fn=lambda m: m["valid_nll"], reverse=True, n=1,
+                 keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=False, cleanup_tmp_directories=not read_only)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The kept step with the lowest recorded validation NLL (else the latest)."""
+    best, best_nll = None, float("inf")
+    for step in self.all_steps():
+      metrics = self._manager.metrics(step) or {}
+      nll = metrics.get("valid_nll")
+      if nll is not None and nll < best_nll:
+        best, best_nll = step, nll
+    return best if best is not None else self.latest_step()
+
+  def save(self, step: int, state, *, valid_nll: float | None = None) -> None:
+    if not all_finite(state):
+      raise CheckpointError(f"step {step}: the train state has non-finite values; "
+                            "not writing a checkpoint over the last good one")
+    metrics = {"valid_nll": float(valid_nll)} if valid_nll is not None else None
+    try:
+      self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+      self._manager.wait_until_finished()
+    except OSError as e:
+      raise CheckpointError(f"cannot write checkpoint {step} in {self.directory}: {e}") from e
+
+  def restore(self, target, step: int | None = None) -> tuple[Any, int] | None:
+    """Restores `step`, or the newest intact checkpoint; None when there is none.
+
+    `target` is a pytree of arrays (or ShapeDtypeStructs) giving the structure.
+    """
+    steps = self.all_steps()
+    if step is not None:
+      if step not in steps:
+        raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; "
+                              f"available: {steps or 'none'}")
+      candidates = [step]
+    else:
+      candidates = steps[::-1]
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    for candidate in candidates:
+      try:
+        state = self._manager.restore(candidate, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        if step is not None:
+          raise CheckpointError(f"checkpoint {candidate} in {self.directory} is damaged: "
+                                f"{type(e).__name__}: {e}") from e
+        logging.warning("checkpoint %d in %s is damaged (%s: %s); trying an older one",
+                        candidate, self.directory, type(e).__name__, str(e)[:200])
+        continue
+      if not all_finite(state):
+        logging.warning("checkpoint %d has non-finite values; trying an older one", candidate)
+        continue
+      return state, candidate
+    if candidates:
+      raise CheckpointError(f"every checkpoint in {self.directory} is damaged "
+                            f"(steps {candidates}); remove the folder to start afresh")
+    return None
+
+  def close(self) -> None:
+    self._manager.close()
