@@ -160,6 +160,28 @@ def test_bad_file_is_skipped_with_name_and_reason(tmp_path, caplog):
              if r.levelname == "WARNING")
 
 
+def test_progress_is_logged(tmp_path, caplog):
+  data = tmp_path / "midi"
+  write_midi(str(data / "a.mid"), scale(60))
+  write_midi(str(data / "b.mid"), scale(50))
+  caplog.set_level("INFO")
+  pipeline.load_dataset(make_config(tmp_path, data), progress_interval_s=0.0)
+  messages = [r.getMessage() for r in caplog.records]
+  assert any("1/2 files" in m and "ETA" in m for m in messages)
+  assert any("2/2 files, 16 frames" in m for m in messages)
+
+
+def test_unexpected_encoder_error_names_the_file(tmp_path, monkeypatch):
+  data = tmp_path / "midi"
+  write_midi(str(data / "a.mid"), scale(60))
+
+  def broken(*args, **kwargs):
+    raise KeyError("bug")
+  monkeypatch.setattr(encoding, "encode_midi", broken)
+  with pytest.raises(RuntimeError, match="a.mid"):
+    pipeline.load_dataset(make_config(tmp_path, data))
+
+
 def test_folder_without_midi_is_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
   (tmp_path / "empty" / "readme.txt").write_text("no music here")

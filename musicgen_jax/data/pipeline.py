@@ -25,7 +25,7 @@ from musicgen_jax.data import splits as splits_lib
 from musicgen_jax.data.config import DataConfig
 
 PROGRESS_INTERVAL_S = 5.0  # seconds between progress lines while encoding
-_MAX_CHUNK = 16  # files per task sent to a worker process
+_MAX_CHUNK = 8  # files per task sent to a worker process
 _MAX_LISTED_SKIPS = 20  # skipped files named one per line in the log
 
 
@@ -98,9 +98,19 @@ def _mp_context():
 
 
 def _encode_chunk(kind: str, files: list[sources.SourceFile], settings: dict):
-  """Worker task: encodes a list of files; one result tuple per file."""
-  return [(f.name,) + sources.encode_source_file(kind, f, settings)
-          for f in files]
+  """Worker task: encodes a list of files; one result tuple per file.
+
+  Bad files (MidiError) come back as skip reasons; anything else is a bug, and
+  is raised with the file's name.
+  """
+  results = []
+  for f in files:
+    try:
+      results.append((f.name,) + sources.encode_source_file(kind, f, settings))
+    except Exception as e:
+      raise RuntimeError(f"unexpected error encoding {f.name}: "
+                         f"{type(e).__name__}: {e}") from e
+  return results
 
 
 class _Progress:
@@ -123,10 +133,10 @@ class _Progress:
       return
     self.last = now
     elapsed = now - self.start
-    eta = (elapsed / self.done * (self.total - self.done)
-           if self.done else float("nan"))
+    eta = (f"{elapsed / self.done * (self.total - self.done):.0f} s"
+           if self.done else "?")
     logging.info("encoding %s: %d/%d files, %d frames, %.1f s elapsed, "
-                 "ETA %.1f s", self.what, self.done, self.total, self.frames,
+                 "ETA %s", self.what, self.done, self.total, self.frames,
                  elapsed, eta)
 
 
@@ -159,12 +169,13 @@ def encode_files(kind: str, files: list[sources.SourceFile], settings: dict, *,
     # Largest files first, in small chunks, so no worker is left with a long
     # tail; chunks amortise the inter-process overhead on many small files.
     ordered = sorted(files, key=lambda f: -os.path.getsize(f.path))
-    chunk_size = max(1, min(_MAX_CHUNK, math.ceil(len(files) / (workers * 8))))
+    chunk_size = max(1, min(_MAX_CHUNK, math.ceil(len(files) / (workers * 16))))
     chunks = [ordered[i:i + chunk_size]
               for i in range(0, len(ordered), chunk_size)]
     logging.info("encoding %d files on %d processes", len(files), workers)
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=_mp_context()) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=_mp_context())
+    try:
       pending = {pool.submit(_encode_chunk, kind, chunk, settings)
                  for chunk in chunks}
       while pending:
@@ -177,6 +188,11 @@ def encode_files(kind: str, files: list[sources.SourceFile], settings: dict, *,
           results.update({name: (piece, reason)
                           for name, piece, reason in chunk})
         progress.maybe_log()
+    except BaseException:
+      # An error or an interrupt: drop the queued chunks instead of waiting.
+      pool.shutdown(wait=False, cancel_futures=True)
+      raise
+    pool.shutdown(wait=True)
   progress.maybe_log(force=True)
   return results
 

@@ -162,9 +162,13 @@ def list_bach_chorales() -> list[SourceFile]:
 
 
 def chorale_midi_bytes(path: str) -> bytes:
-  """Parses a corpus score with music21 and exports it to MIDI bytes."""
+  """Parses a corpus score with music21 and exports it to MIDI bytes.
+
+  music21's own parse cache is bypassed (it would freeze and thaw every score,
+  which is slower than parsing, and write pickles): our cache holds the frames.
+  """
   music21 = _import_music21()
-  score = music21.converter.parse(path)
+  score = music21.converter.parse(path, forceSource=True, storePickle=False)
   return music21.midi.translate.streamToMidiFile(score).writestr()
 
 
