@@ -55,3 +55,9 @@ class Prediction:
 
   note_logits: jax.Array
   duration: jax.Array
+
+
+# The registry imports ModelConfig and Prediction from here, so it comes last.
+from musicgen_jax.models.registry import (  # pylint: disable=g-import-not-at-top,wrong-import-position
+    FrameWindow, KVCache, apply_model, build_model, decode_step, init_carry, init_params,
+    is_causal)
