@@ -1,6 +1,7 @@
 """Tests of the dataset layer: sources, splits, cache, batches, statistics, flags."""
 
 import json
+import multiprocessing
 import os
 import pathlib
 
@@ -200,7 +201,11 @@ def test_only_bad_files_is_a_clear_error(tmp_path):
     pipeline.load_dataset(make_config(tmp_path, data))
 
 
-def test_worker_processes_give_the_same_result(tmp_path):
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_worker_processes_give_the_same_result(tmp_path, monkeypatch, method):
+  if method not in multiprocessing.get_all_start_methods():
+    pytest.skip(f"no {method} on this platform")
+  monkeypatch.setattr(pipeline, "start_method", lambda: method)
   data = tmp_path / "midi"
   for i in range(4):
     write_midi(str(data / f"p{i}.mid"), scale(40 + i, 6 + i))

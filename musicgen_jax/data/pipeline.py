@@ -13,6 +13,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import sys
 import time
 
 from absl import logging
@@ -89,12 +90,17 @@ def available_cores() -> int:
   return max(1, os.cpu_count() or 1)
 
 
-def _mp_context():
-  # forkserver/spawn start clean workers: forking a process that has already
-  # started JAX's threads is unsafe.
+def start_method() -> str:
+  """How worker processes start.
+
+  'fork' starts in milliseconds, but forking a process in which JAX has
+  started its threads can deadlock; there, 'forkserver' (or 'spawn') starts
+  clean workers, at about a second's cost.
+  """
   methods = multiprocessing.get_all_start_methods()
-  return multiprocessing.get_context(
-      "forkserver" if "forkserver" in methods else "spawn")
+  if "fork" in methods and "jax" not in sys.modules:
+    return "fork"
+  return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _encode_chunk(kind: str, files: list[sources.SourceFile], settings: dict):
@@ -172,9 +178,11 @@ def encode_files(kind: str, files: list[sources.SourceFile], settings: dict, *,
     chunk_size = max(1, min(_MAX_CHUNK, math.ceil(len(files) / (workers * 16))))
     chunks = [ordered[i:i + chunk_size]
               for i in range(0, len(ordered), chunk_size)]
-    logging.info("encoding %d files on %d processes", len(files), workers)
+    logging.info("encoding %d files on %d processes (%s)", len(files), workers,
+                 start_method())
     pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=_mp_context())
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(start_method()))
     try:
       pending = {pool.submit(_encode_chunk, kind, chunk, settings)
                  for chunk in chunks}
