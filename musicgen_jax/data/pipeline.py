@@ -174,7 +174,7 @@ def encode_files(kind: str, files: list[sources.SourceFile], settings: dict, *,
   else:
     # Largest files first, in small chunks, so no worker is left with a long
     # tail; chunks amortise the inter-process overhead on many small files.
-    ordered = sorted(files, key=lambda f: -os.path.getsize(f.path))
+    ordered = sorted(files, key=lambda f: -f.size)
     chunk_size = max(1, min(_MAX_CHUNK, math.ceil(len(files) / (workers * 16))))
     chunks = [ordered[i:i + chunk_size]
               for i in range(0, len(ordered), chunk_size)]

@@ -36,10 +36,12 @@ class SourceFile:
     path: the absolute path read.
     signature: identity for the cache (size, mtime_ns, ...); a file whose
       signature changes is re-encoded.
+    size: bytes, to schedule large files first.
   """
   name: str
   path: str
   signature: tuple
+  size: int = 0
 
 
 @dataclasses.dataclass
@@ -112,7 +114,8 @@ def list_midi_files(data_dir: str) -> list[SourceFile]:
       if filename.lower().endswith(MIDI_EXTENSIONS):
         path = os.path.join(dirpath, filename)
         name = os.path.relpath(path, root).replace(os.sep, "/")
-        files.append(SourceFile(name, path, _file_signature(path)))
+        signature = _file_signature(path)
+        files.append(SourceFile(name, path, signature, signature[0]))
   if not files:
     raise ValueError(f"no .mid/.midi files found below {root}: point --data_dir "
                      "at a folder that contains MIDI files")
@@ -156,7 +159,8 @@ def list_bach_chorales() -> list[SourceFile]:
   files = []
   for path in paths:
     name = os.path.relpath(path, root).replace(os.sep, "/")
-    files.append(SourceFile(name, path, (version,) + _file_signature(path)))
+    signature = _file_signature(path)
+    files.append(SourceFile(name, path, (version,) + signature, signature[0]))
   files.sort(key=lambda f: f.name)
   return files
 
