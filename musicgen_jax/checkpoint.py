@@ -110,10 +110,13 @@ class Checkpointer:
     except OSError as e:
       raise CheckpointError(f"cannot write checkpoint {step} in {self.directory}: {e}") from e
 
-  def restore(self, target, step: int | None = None) -> tuple[Any, int] | None:
+  def restore(self, target, step: int | None = None,
+              sharding: jax.sharding.Sharding | None = None) -> tuple[Any, int] | None:
     """Restores `step`, or the newest intact checkpoint; None when there is none.
 
     `target` is a pytree of arrays (or ShapeDtypeStructs) giving the structure.
+    Arrays are restored with `sharding` (default: replicated over every device
+    now present), so a checkpoint written on 8 devices restores on 1 and back.
     """
     steps = self.all_steps()
     if step is not None:
@@ -123,7 +126,11 @@ class Checkpointer:
       candidates = [step]
     else:
       candidates = steps[::-1]
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    if sharding is None:
+      sharding = jax.sharding.NamedSharding(
+          jax.sharding.Mesh(np.asarray(jax.devices()), ("data",)), jax.sharding.PartitionSpec())
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), target)
     for candidate in candidates:
       try:
         state = self._manager.restore(candidate, args=ocp.args.StandardRestore(abstract))

@@ -1,0 +1,75 @@
+"""One code path from 1 device to many: jit vs pmap, 1 vs 8 devices, 2 processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from musicgen_jax import train as train_lib
+from toy import toy_config
+
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parallel_run.py")
+
+
+def _launch(*args):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  return subprocess.Popen([sys.executable, RUNNER, *map(str, args)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait(*procs, timeout=240):
+  for proc in procs:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+
+
+def _losses(workdir):
+  return [json.loads(line)["train_loss"] for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def _params(workdir):
+  params, step = train_lib.load_params(str(workdir), train_lib.load_run_config(str(workdir)))
+  assert step == 3
+  return jax.tree.map(np.asarray, params)
+
+
+def _assert_close(a, b):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6), a, b)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("parallel")
+  port = socket.socket()
+  port.bind(("127.0.0.1", 0))
+  address = f"127.0.0.1:{port.getsockname()[1]}"
+  port.close()
+  dirs = {name: root / name for name in ("one", "jit8", "pmap8", "hosts")}
+  # Two processes at a time: this machine has two cores.
+  _wait(_launch(1, f"{dirs['one']}:jit"),
+        _launch(8, f"{dirs['jit8']}:jit", f"{dirs['pmap8']}:pmap"))
+  _wait(_launch(1, f"{dirs['hosts']}:jit", "--hosts", address, 2, 0),
+        _launch(1, f"{dirs['hosts']}:jit", "--hosts", address, 2, 1))
+  return dirs
+
+
+def test_one_and_eight_devices_agree(runs):
+  np.testing.assert_allclose(_losses(runs["jit8"]), _losses(runs["one"]), rtol=1e-5)
+  _assert_close(_params(runs["jit8"]), _params(runs["one"]))
+
+
+def test_jit_and_pmap_agree(runs):
+  np.testing.assert_allclose(_losses(runs["pmap8"]), _losses(runs["jit8"]), rtol=1e-5)
+  _assert_close(_params(runs["pmap8"]), _params(runs["jit8"]))
+
+
+def test_two_processes_match_one(runs):
+  """Two processes (gloo collectives), each reading half of every global batch."""
+  np.testing.assert_allclose(_losses(runs["hosts"]), _losses(runs["one"]), rtol=1e-5)
+  _assert_close(_params(runs["hosts"]), _params(runs["one"]))
