@@ -52,21 +52,27 @@ def format_report(statistics: dict) -> str:
   """The human-readable statistics report."""
   summary = statistics["summary"]
   settings = statistics["settings"]
-  lines = [
-      f"dataset: {summary['dataset']} ({summary['source']})",
-      "settings: " + " ".join(f"{k}={v}" for k, v in settings.items()),
-  ]
+  is_json = summary["dataset"] == "json"
+  unit = "piece" if is_json else "file"
+  lines = [f"dataset: {summary['dataset']} ({summary['source']})"]
+  if is_json:
+    lines.append("settings: one frame of duration 1.0 per time step (the "
+                 "encoding settings do not apply)")
+  else:
+    lines.append(
+        "settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
   if summary["cache_hit"]:
     lines.append(f"cache: hit, loaded in {summary['load_seconds']:.2f} s "
                  f"({summary['cache_path']})")
   else:
     lines.append(
-        f"cache: built; encoded {summary['num_encoded']} file(s) in "
+        f"cache: built; encoded {summary['num_encoded']} {unit}(s) in "
         f"{summary['encode_seconds']:.2f} s ({summary['num_cached']} from "
         f"cache), loaded in {summary['load_seconds']:.2f} s "
         f"({summary['cache_path']})")
+  counts = ("" if is_json else f"files: {summary['num_files']}, ")
   lines.append(
-      f"files: {summary['num_files']}, pieces: {summary['num_pieces']}, "
+      f"{counts}pieces: {summary['num_pieces']}, "
       f"skipped: {summary['num_skipped']}; notes dropped: "
       f"{summary['dropped_out_of_range']} out of pitch range 21..126, "
       f"{summary['dropped_drums']} drums")

@@ -13,7 +13,6 @@ import pytest
 from musicgen_jax import encoding
 from musicgen_jax import prepare
 from musicgen_jax.data import batches as batches_lib
-from musicgen_jax.data import cache as cache_lib
 from musicgen_jax.data import config as config_lib
 from musicgen_jax.data import flags as data_flags
 from musicgen_jax.data import pipeline
