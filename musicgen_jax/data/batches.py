@@ -89,8 +89,30 @@ class BatchSampler:
                    "and are skipped", self.num_short_pieces, lengths.size,
                    self.window)
     kept = [a for a, u in zip(arrays, usable) if u]
-    # <float32>[total_frames, 107]: one array, windows are gathered from it.
-    self._frames = np.ascontiguousarray(np.concatenate(kept), dtype=np.float32)
+    frames = np.concatenate(kept).astype(np.float32, copy=False)
+    if self.transpose_range:
+      # Notes padded with transpose_range empty pitches on each side: shifting
+      # a window by s reads columns [R - s, R - s + 106) of the padded rows,
+      # one strided gather through a sliding-window view.
+      r = self.transpose_range
+      padded = np.zeros((frames.shape[0], encoding.NUM_NOTES + 2 * r),
+                        np.float32)
+      padded[:, r:r + encoding.NUM_NOTES] = frames[:, :encoding.NUM_NOTES]
+      self._shifted_notes = np.lib.stride_tricks.sliding_window_view(
+          padded, encoding.NUM_NOTES, axis=1)  # [frames, 2R + 1, 106]
+      self._durations = np.ascontiguousarray(
+          frames[:, encoding.DURATION_INDEX])
+      # Lowest / highest note index per frame (106 / -1 for an empty frame).
+      notes = frames[:, :encoding.NUM_NOTES] > 0
+      has_notes = notes.any(axis=1)
+      self._lowest = np.where(has_notes, np.argmax(notes, axis=1),
+                              encoding.NUM_NOTES).astype(np.int16)
+      self._highest = np.where(
+          has_notes, encoding.NUM_NOTES - 1 - np.argmax(notes[:, ::-1], axis=1),
+          -1).astype(np.int16)
+    else:
+      # <float32>[total_frames, 107]: windows are gathered from one array.
+      self._frames = np.ascontiguousarray(frames)
     piece_offsets = np.concatenate([[0], np.cumsum(lengths[usable])])[:-1]
     starts_per_piece = lengths[usable] - self.window + 1
     # Window number u belongs to the piece whose [cum_before, cum_after)
@@ -119,49 +141,63 @@ class BatchSampler:
     lo = self.process_index * self.local_batch_size
     hi = lo + self.local_batch_size
     starts, shift_draws = starts[lo:hi], shift_draws[lo:hi]
-    batch = self._frames[starts[:, None] + self._time[None, :]]
-    if self.transpose_range:
-      batch = _transpose(batch, shift_draws, self.transpose_range)
+    rows = starts[:, None] + self._time[None, :]  # [n, seq_len + 1]
+    if not self.transpose_range:
+      return self._frames[rows]
+    shifts = self.shifts(rows, shift_draws)
+    batch = np.empty((rows.shape[0], self.window, encoding.FRAME_DIM),
+                     np.float32)
+    batch[:, :, :encoding.NUM_NOTES] = self._shifted_notes[
+        rows, (self.transpose_range - shifts)[:, None]]
+    batch[:, :, encoding.DURATION_INDEX] = self._durations[rows]
     return batch
+
+  def shifts(self, rows: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Per window, a shift drawn from those that keep its notes in range.
+
+    Args:
+      rows: <int>[n, seq_len + 1] frame indices of the windows.
+      draws: <float>[n] uniform numbers in [0, 1).
+
+    Returns:
+      <int64>[n] shifts in semitones, uniform over the allowed ones.
+    """
+    lowest = self._lowest[rows].min(axis=1).astype(np.int64)
+    highest = self._highest[rows].max(axis=1).astype(np.int64)
+    low, high = shift_bounds(lowest, highest, self.transpose_range)
+    return low + np.minimum((draws * (high - low + 1)).astype(np.int64),
+                            high - low)
 
   def __call__(self, step: int) -> np.ndarray:
     return self.batch(step)
 
 
-def allowed_shifts(notes: np.ndarray, transpose_range: int):
-  """Per window, the shifts that keep every note in range.
+def shift_bounds(lowest: np.ndarray, highest: np.ndarray,
+                 transpose_range: int) -> tuple[np.ndarray, np.ndarray]:
+  """The shifts that keep every note of a window within pitches 21..126.
 
   Args:
-    notes: <bool>[B, 106] which pitches occur anywhere in each window.
+    lowest, highest: <int>[B] the lowest and highest note index (0..105) in
+      each window; a window without notes has highest < 0.
     transpose_range: the largest shift asked for.
 
   Returns:
-    (low, high) <int64>[B]: shifts in [low, high] keep the window's notes in
-    0..105; low <= 0 <= high. Windows with no notes allow the full range.
+    (low, high) <int64>[B]: shifts s with low <= s <= high keep the window's
+    notes in 0..105; low <= 0 <= high. A window without notes allows
+    [-transpose_range, transpose_range].
   """
-  has_notes = notes.any(axis=1)
-  lowest = np.argmax(notes, axis=1)
-  highest = encoding.NUM_NOTES - 1 - np.argmax(notes[:, ::-1], axis=1)
-  low = np.where(has_notes, np.maximum(-transpose_range, -lowest),
-                 -transpose_range)
-  high = np.where(has_notes, np.minimum(
-      transpose_range, encoding.NUM_NOTES - 1 - highest), transpose_range)
+  has_notes = highest >= 0
+  r = transpose_range
+  low = np.where(has_notes, np.maximum(-r, -lowest), -r)
+  high = np.where(has_notes,
+                  np.minimum(r, encoding.NUM_NOTES - 1 - highest), r)
   return low.astype(np.int64), high.astype(np.int64)
 
 
-def _transpose(batch: np.ndarray, draws: np.ndarray,
-               transpose_range: int) -> np.ndarray:
-  """Shifts each window's notes by a shift chosen from draws in [0, 1)."""
-  notes = batch[:, :, :encoding.NUM_NOTES]
-  low, high = allowed_shifts(notes.any(axis=1), transpose_range)
-  shifts = low + np.minimum((draws * (high - low + 1)).astype(np.int64),
-                            high - low)
-  # out[b, t, j] = notes[b, t, j - shift[b]] where that index is in range.
-  source = np.arange(encoding.NUM_NOTES)[None, :] - shifts[:, None]
-  inside = (source >= 0) & (source < encoding.NUM_NOTES)
-  gathered = np.take_along_axis(
-      notes, np.clip(source, 0, encoding.NUM_NOTES - 1)[:, None, :], axis=2)
-  out = np.empty_like(batch)
-  out[:, :, :encoding.NUM_NOTES] = gathered * inside[:, None, :]
-  out[:, :, encoding.DURATION_INDEX] = batch[:, :, encoding.DURATION_INDEX]
-  return out
+def allowed_shifts(notes: np.ndarray, transpose_range: int):
+  """shift_bounds from <bool>[B, 106]: which pitches occur in each window."""
+  has_notes = notes.any(axis=1)
+  lowest = np.argmax(notes, axis=1)
+  highest = np.where(
+      has_notes, encoding.NUM_NOTES - 1 - np.argmax(notes[:, ::-1], axis=1), -1)
+  return shift_bounds(lowest, highest, transpose_range)
