@@ -362,6 +362,24 @@ def test_changed_file_re_encodes_only_that_file(tmp_path, monkeypatch):
   assert sorted(all_pieces(pipeline.load_dataset(cfg))) == ["a.mid"]
 
 
+def test_max_files_keeps_the_rest_of_the_cache(tmp_path, monkeypatch):
+  data = tmp_path / "midi"
+  for i in range(4):
+    write_midi(str(data / f"p{i}.mid"), scale(50 + i, 4))
+  full = pipeline.load_dataset(make_config(tmp_path, data))
+  calls = count_encoding(monkeypatch)
+  some = pipeline.load_dataset(make_config(tmp_path, data, max_files=2))
+  assert sorted(all_pieces(some)) == ["p0.mid", "p1.mid"]
+  write_midi(str(data / "p1.mid"), scale(60, 5))  # changed: re-encoded
+  stat = os.stat(data / "p1.mid")
+  os.utime(data / "p1.mid", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+  pipeline.load_dataset(make_config(tmp_path, data, max_files=2))
+  assert calls == ["p1.mid"]
+  again = pipeline.load_dataset(make_config(tmp_path, data))
+  assert again.summary["cache_hit"] and calls == ["p1.mid"]
+  assert sorted(all_pieces(again)) == sorted(all_pieces(full))
+
+
 def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
   data = tmp_path / "midi"
   write_midi(str(data / "a.mid"), scale(60, 4))

@@ -246,6 +246,7 @@ def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
   else:
     files = sources.list_bach_chorales()
     location = "music21 corpus (Bach chorales)"
+  listed = files
   if cfg.max_files:
     files = files[:cfg.max_files]
   key = cache_lib.cache_key(cfg.dataset, location, cfg.encoding_settings)
@@ -256,15 +257,25 @@ def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
     by_name.update({s.name: s for s in cached.skipped})
     by_name.update({p.name: p for p in cached.pieces})
 
-  entries, to_encode = {}, []
-  for f in files:
+  def cached_entry(f):
     entry = by_name.get(f.name)
     if (entry is not None and
         entry.signature == cache_lib.jsonable_signature(f.signature)):
+      return entry
+    return None
+
+  entries, to_encode = {}, []
+  for f in files:
+    entry = cached_entry(f)
+    if entry is not None:
       entries[f.name] = entry
     else:
       to_encode.append(f)
-  stale = set(by_name) - {f.name for f in files}
+  # Cached files outside max_files stay in the cache; removed or changed
+  # files leave it.
+  kept_outside = [e for e in map(cached_entry, listed[len(files):])
+                  if e is not None]
+  stale = len(by_name) - len(entries) - len(kept_outside)
 
   encode_seconds = 0.0
   if to_encode:
@@ -286,7 +297,12 @@ def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
   pieces = [e for e in ordered if isinstance(e, cache_lib.CachedPiece)]
   skips = [e for e in ordered if isinstance(e, cache_lib.CachedSkip)]
   if to_encode or stale:
-    cache_lib.write_cache(path, key, pieces, skips,
+    outside_pieces = [e for e in kept_outside
+                      if isinstance(e, cache_lib.CachedPiece)]
+    outside_skips = [e for e in kept_outside
+                     if isinstance(e, cache_lib.CachedSkip)]
+    cache_lib.write_cache(path, key, pieces + outside_pieces,
+                          skips + outside_skips,
                           {"dataset": cfg.dataset, "location": location,
                            "settings": cfg.encoding_settings})
     logging.info("wrote cache %s", path)
