@@ -21,6 +21,7 @@ from musicgen_jax.data import splits as splits_lib
 from musicgen_jax.data import stats as stats_lib
 
 data_flags.define_data_flags()
+flags.adopt_module_key_flags(data_flags)  # --help lists the data flags
 _STATS_JSON = flags.DEFINE_string(
     "stats_json", None, "Also write the statistics as JSON to this file.")
 
@@ -117,8 +118,12 @@ def format_report(statistics: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cfg = data_flags.data_config_from_flags(flags.FLAGS)
-  dataset = pipeline.load_dataset(cfg)
+  try:
+    cfg = data_flags.data_config_from_flags(flags.FLAGS)
+    dataset = pipeline.load_dataset(cfg)
+  except (ValueError, FileNotFoundError, ImportError) as e:
+    # Bad flags or unusable data: the message says what to change.
+    raise app.UsageError(str(e)) from e
   statistics = prepare_statistics(dataset)
   # The report is this program's output, so it goes to stdout.
   sys.stdout.write(format_report(statistics) + "\n")
