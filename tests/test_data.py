@@ -4,6 +4,8 @@ import json
 import multiprocessing
 import os
 import pathlib
+import subprocess
+import sys
 
 from absl import flags
 import mido
@@ -593,6 +595,27 @@ def test_prepare_report(tmp_path):
                "cache: built"):
     assert text in report
   assert prepare.pitch_name(21) == "A0"
+
+
+def test_prepare_command_line(tmp_path):
+  data = tmp_path / "midi"
+  write_midi(str(data / "a.mid"), scale(60))
+  command = [sys.executable, "-m", "musicgen_jax.prepare", "--dataset=midi_dir",
+             f"--data_dir={data}", f"--cache_dir={tmp_path / 'c'}",
+             f"--stats_json={tmp_path / 'stats.json'}"]
+  repo_root = str(pathlib.Path(__file__).resolve().parents[1])
+  env = dict(os.environ, PYTHONPATH=repo_root)
+  first = subprocess.run(command, capture_output=True, text=True, env=env,
+                         cwd=repo_root, check=True)
+  assert "cache: built" in first.stdout and "polyphony" in first.stdout
+  second = subprocess.run(command, capture_output=True, text=True, env=env,
+                          cwd=repo_root, check=True)
+  assert "cache: hit" in second.stdout
+  stats = json.loads((tmp_path / "stats.json").read_text())
+  assert stats["all"]["num_frames"] == 8
+  bad = subprocess.run(command[:4] + [f"--cache_dir={tmp_path / 'c'}"],
+                       capture_output=True, text=True, env=env, cwd=repo_root)
+  assert bad.returncode != 0 and "--data_dir" in bad.stderr + bad.stdout
 
 
 # --------------------------------------------------------------------------
