@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging as logging_std
 import os
+import time
 from typing import Any
 
 import jax
@@ -111,12 +112,15 @@ class Checkpointer:
       raise CheckpointError(f"cannot write checkpoint {step} in {self.directory}: {e}") from e
 
   def restore(self, target, step: int | None = None,
-              sharding: jax.sharding.Sharding | None = None) -> tuple[Any, int] | None:
+              sharding: jax.sharding.Sharding | None = None,
+              set_aside_damaged: bool = False) -> tuple[Any, int] | None:
     """Restores `step`, or the newest intact checkpoint; None when there is none.
 
     `target` is a pytree of arrays (or ShapeDtypeStructs) giving the structure.
     Arrays are restored with `sharding` (default: replicated over every device
     now present), so a checkpoint written on 8 devices restores on 1 and back.
+    With `set_aside_damaged` (training), damaged checkpoints are moved to
+    `W/damaged_checkpoints/` so that the run can write those steps again.
     """
     steps = self.all_steps()
     if step is not None:
@@ -131,6 +135,7 @@ class Checkpointer:
           jax.sharding.Mesh(np.asarray(jax.devices()), ("data",)), jax.sharding.PartitionSpec())
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), target)
+    damaged = []
     for candidate in candidates:
       try:
         state = self._manager.restore(candidate, args=ocp.args.StandardRestore(abstract))
@@ -140,15 +145,30 @@ class Checkpointer:
                                 f"{type(e).__name__}: {e}") from e
         logging.warning("checkpoint %d in %s is damaged (%s: %s); trying an older one",
                         candidate, self.directory, type(e).__name__, str(e)[:200])
+        damaged.append(candidate)
         continue
       if not all_finite(state):
         logging.warning("checkpoint %d has non-finite values; trying an older one", candidate)
+        damaged.append(candidate)
         continue
+      if set_aside_damaged:
+        self._set_aside(damaged)
       return state, candidate
     if candidates:
       raise CheckpointError(f"every checkpoint in {self.directory} is damaged "
                             f"(steps {candidates}); remove the folder to start afresh")
     return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    if not steps or jax.process_index() != 0:
+      return
+    aside = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints")
+    os.makedirs(aside, exist_ok=True)
+    for step in steps:
+      target = os.path.join(aside, f"{step}-{int(time.time())}")
+      os.replace(os.path.join(self.directory, str(step)), target)
+      logging.warning("moved damaged checkpoint %d to %s", step, target)
+    self._manager.reload()
 
   def close(self) -> None:
     self._manager.close()

@@ -132,12 +132,22 @@ def _update(state: TrainState, grads, optimizer) -> TrainState:
                     opt_state=opt_state)
 
 
-def make_train_step(model_cfg: ModelConfig, optimizer, mesh, base_rng):
-  """The pure jit train step: (state, batch) -> (state, metrics), state donated."""
+def _dropout_rng(seed: int, step):
+  """The step's dropout key: a function of (seed, step) alone."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), step)
+
+
+@functools.lru_cache(maxsize=16)
+def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig, num_steps: int, mesh):
+  """The pure jit train step: (state, batch) -> (state, metrics), state donated.
+
+  Cached on its (hashable) settings, so runs in one process share the compile.
+  """
+  optimizer = make_optimizer(train_cfg, num_steps)
 
   def train_step(state: TrainState, batch):
-    rng = jax.random.fold_in(base_rng, state.step)
-    (loss, sums), grads = jax.value_and_grad(_loss, has_aux=True)(
+    rng = _dropout_rng(train_cfg.seed, state.step)
+    (loss, _), grads = jax.value_and_grad(_loss, has_aux=True)(
         state.params, batch, rng, model_cfg)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
     return _update(state, grads, optimizer), metrics
@@ -147,11 +157,13 @@ def make_train_step(model_cfg: ModelConfig, optimizer, mesh, base_rng):
                  out_shardings=(rep, rep), donate_argnums=0)
 
 
-def make_pmap_train_step(model_cfg: ModelConfig, optimizer, base_rng):
+@functools.lru_cache(maxsize=16)
+def make_pmap_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig, num_steps: int):
   """The legacy pmap step: per-device means, gradients averaged with pmean."""
+  optimizer = make_optimizer(train_cfg, num_steps)
 
   def train_step(state: TrainState, batch):
-    rng = jax.random.fold_in(base_rng, state.step)
+    rng = _dropout_rng(train_cfg.seed, state.step)
     rng = jax.random.fold_in(rng, jax.lax.axis_index(parallel.DATA_AXIS))
     (loss, _), grads = jax.value_and_grad(_loss, has_aux=True)(
         state.params, batch, rng, model_cfg)
@@ -253,11 +265,10 @@ def train_and_evaluate(config: RunConfig, workdir: str, *, dataset=None) -> dict
                          process_index=jax.process_index(), process_count=jax.process_count())
   optimizer = make_optimizer(tcfg, num_steps)
   mesh = parallel.make_mesh()
-  base_rng = jax.random.fold_in(jax.random.key(tcfg.seed), 1)
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
 
   state = init_state(model_cfg, optimizer, tcfg.seed)
-  restored = checkpointer.restore(state)
+  restored = checkpointer.restore(state, set_aside_damaged=True)
   start_step = 0
   if restored is not None:
     state, start_step = restored
@@ -269,13 +280,13 @@ def train_and_evaluate(config: RunConfig, workdir: str, *, dataset=None) -> dict
                num_steps)
 
   if tcfg.parallel == "pmap":
-    step_fn = make_pmap_train_step(model_cfg, optimizer, base_rng)
+    step_fn = make_pmap_train_step(model_cfg, tcfg, num_steps)
     n = jax.local_device_count()
     state = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), state)
     put_batch = parallel.pmap_split
     unreplicate = lambda s: jax.tree.map(lambda x: x[0], s)
   else:
-    step_fn = make_train_step(model_cfg, optimizer, mesh, base_rng)
+    step_fn = make_train_step(model_cfg, tcfg, num_steps, mesh)
     state = parallel.replicate(state, mesh)
     sharding = parallel.data_sharding(mesh)
     put_batch = lambda rows: parallel.global_batch(rows, sharding)

@@ -1,7 +1,7 @@
 """Runs toy trainings in their own process, for the device-count and multi-host tests.
 
     python tests/parallel_run.py NUM_DEVICES WORKDIR:MODE [WORKDIR:MODE ...] \
-        [--hosts COORDINATOR NUM_PROCESSES PROCESS_ID]
+        [--num_steps=N --checkpoint_every=K ...] [--hosts COORDINATOR NUM_PROCESSES PROCESS_ID]
 
 The device count must be set before JAX starts, hence a separate process.
 """
@@ -10,6 +10,8 @@ import os
 import sys
 
 args = sys.argv[1:]
+overrides = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+args = [a for a in args if not (a.startswith("--") and "=" in a)]
 hosts = None
 if "--hosts" in args:
   i = args.index("--hosts")
@@ -28,5 +30,7 @@ if hosts:
   parallel.initialize_distributed(hosts[0], int(hosts[1]), int(hosts[2]))
 
 for workdir, mode in runs:
-  config = toy_config(parallel=mode, num_steps=3, log_every=1, eval_every=0, checkpoint_every=3)
+  settings = dict(parallel=mode, num_steps=3, log_every=1, eval_every=0, checkpoint_every=3)
+  settings.update({k: int(v) for k, v in overrides.items()})
+  config = toy_config(**settings)
   train_lib.train_and_evaluate(config, workdir, dataset=toy_dataset())

@@ -67,20 +67,20 @@ def test_resume_ends_exactly_where_uninterrupted_run_ends(straight_run, tmp_path
   assert steps == [2, 3, 4, 6]  # no duplicated records after the resume point
 
 
-def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(straight_run, tmp_path):
+  source, config, _ = straight_run
+  workdir = str(tmp_path / "w")
+  shutil.copytree(source, workdir)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))  # as if stopped after step 3
+  good, _ = _params(workdir, config)
   dataset = toy_dataset()
-  config = toy_config(num_steps=3, checkpoint_every=3, eval_every=0)
-  train_lib.train_and_evaluate(config, str(tmp_path), dataset=dataset)
-  good, _ = _params(str(tmp_path), config)
   for piece in dataset["train"]:
-    piece.frames.setflags(write=True)
     piece.frames[:, 106] = np.nan
-  longer = toy_config(num_steps=6, checkpoint_every=1, eval_every=0)
   with pytest.raises(train_lib.NonFiniteLossError, match="at step 4"):
-    train_lib.train_and_evaluate(longer, str(tmp_path), dataset=dataset)
-  checkpointer = ckpt_lib.Checkpointer(str(tmp_path), read_only=True)
+    train_lib.train_and_evaluate(config, workdir, dataset=dataset)
+  checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
   assert checkpointer.all_steps() == [3]
-  after, _ = _params(str(tmp_path), config)
+  after, _ = _params(workdir, config)
   jax.tree.map(np.testing.assert_array_equal, after, good)
 
 
