@@ -21,6 +21,7 @@ It measures, on the same files in the same run:
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -96,6 +97,13 @@ def bench_pretty_midi(files) -> dict | None:
           "notes": notes, "files_per_s": (len(files) - failed) / seconds}
 
 
+def _cpu_seconds() -> float:
+  """User + system CPU time of this process and its reaped children."""
+  own = resource.getrusage(resource.RUSAGE_SELF)
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def fastest(measure) -> dict:
   """The run with the fewest seconds of _REPEATS runs of measure()."""
   runs = [measure() for _ in range(_REPEATS.value)]
@@ -111,10 +119,15 @@ def bench_load(data_dir: str, num_workers: int, cache_dir: str) -> dict:
   cfg = config_lib.DataConfig(
       dataset="midi_dir", data_dir=data_dir, num_workers=num_workers,
       steps_per_quarter=_STEPS_PER_QUARTER.value, cache_dir=cache_dir)
+  cpu_before = _cpu_seconds()
   start = time.perf_counter()
   dataset = pipeline.load_dataset(cfg)
   seconds = time.perf_counter() - start
+  cpu = _cpu_seconds() - cpu_before
   return {"seconds": seconds, "num_workers": num_workers,
+          # CPU seconds of this process and its finished workers per wall
+          # second: about num_workers on idle cores, lower on a busy machine.
+          "cpu_seconds": cpu, "parallelism": cpu / seconds,
           "cache_hit": dataset.summary["cache_hit"],
           "frames": dataset.summary["num_frames"],
           "pieces": dataset.summary["num_pieces"]}
@@ -177,7 +190,10 @@ def main(argv):
       ("load_dataset, 1 process", f"{load_single['seconds']:.2f} s",
        f"{len(files) / load_single['seconds']:.1f} files/s"),
       (f"load_dataset, {workers} processes", f"{load_multi['seconds']:.2f} s",
-       f"speed-up {results['all_core_speedup']:.2f}x on {cores} cores"),
+       f"speed-up {results['all_core_speedup']:.2f}x on {cores} cores; "
+       f"{load_multi['cpu_seconds']:.1f} CPU s, parallelism "
+       f"{load_multi['parallelism']:.2f} (1 process: "
+       f"{load_single['parallelism']:.2f})"),
       ("load_dataset, cached", f"{load_cached['seconds']:.3f} s",
        f"first load ({first_load['seconds']:.2f} s) / cached = "
        f"{results['cache_reload_ratio']:.0f}x"),
