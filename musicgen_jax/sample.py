@@ -118,12 +118,13 @@ def check_prime_fits(model_cfg: ModelConfig, prime_frames: int) -> None:
 
 def find_checkpoint_steps(workdir: str, step: int | None = None) -> list[int]:
   """The checkpoint steps in W; raises FileNotFoundError when there is none (or not `step`)."""
+  # Orbax names each finished checkpoint's folder by its step (unfinished ones carry a
+  # temporary suffix). Listing them needs no CheckpointManager, which would log.
   directory = os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)
   steps = []
   if os.path.isdir(directory):
-    checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
-    steps = checkpointer.all_steps()
-    checkpointer.close()
+    steps = sorted(int(name) for name in os.listdir(directory)
+                   if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
   if not steps:
     raise FileNotFoundError(f"{workdir} has no checkpoint in {ckpt_lib.CHECKPOINT_DIR}/; train "
                             "there first or check --workdir")
