@@ -238,6 +238,17 @@ def load_params(workdir: str, config: RunConfig, step: int | None = None):
   return state.params, step
 
 
+def _load_dataset_once(data_cfg):
+  """Process 0 encodes (and caches) first; the others then read its cache."""
+  from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return load_dataset(data_cfg)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  dataset = load_dataset(data_cfg) if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices("musicgen_jax dataset cached")
+  return dataset if dataset is not None else load_dataset(data_cfg)
+
+
 def train_and_evaluate(config: RunConfig, workdir: str, *, dataset=None) -> dict:
   """Trains (resuming from W when it holds checkpoints) and returns final metrics.
 
@@ -248,12 +259,12 @@ def train_and_evaluate(config: RunConfig, workdir: str, *, dataset=None) -> dict
   Returns:
     {'step', 'train_loss', 'valid_nll', ...} of the final step.
   """
-  from musicgen_jax.data import BatchSampler, load_dataset  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data import BatchSampler  # pylint: disable=g-import-not-at-top
   model_cfg, tcfg = config.model, config.train
   _check_workdir(workdir)
   parallel.check_batch_size(tcfg.batch_size)
   if dataset is None:
-    dataset = load_dataset(config.data)
+    dataset = _load_dataset_once(config.data)
   if not dataset["train"]:
     raise ValueError("the train split is empty; add music or lower --valid_fraction/--test_fraction")
   train_frames = sum(len(p.frames) for p in dataset["train"])
@@ -372,6 +383,8 @@ FLAGS = flags.FLAGS
 _MODEL_FLAGS = ("model", "hidden_size", "num_layers", "num_heads", "dropout", "dtype",
                 "duration_head", "max_duration_steps", "seq_len")
 _TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# Data settings that change where or how fast data is read, never what is read.
+_DATA_LOGISTICS = ("cache_dir", "num_workers")
 
 
 def define_flags() -> None:
@@ -443,7 +456,7 @@ def config_from_flags(flag_values=FLAGS, workdir: str | None = None) -> RunConfi
       old_v, new_v = getattr(old, name), getattr(new, name)
       given = name in flag_values and flag_values[name].present
       if given and old_v != new_v:
-        if section == "train":
+        if section == "train" or name in _DATA_LOGISTICS:
           logging.warning("--%s=%s overrides %s from %s", name, new_v, old_v, workdir)
           values[name] = new_v
           continue

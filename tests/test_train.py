@@ -105,10 +105,12 @@ def _cli(*args, cwd=None):
 
 def test_cli_rejects_flags_that_contradict_config(straight_run):
   workdir, _, _ = straight_run
-  proc = _cli(f"--workdir={workdir}", "--model=rnn", "--hidden_size=32")
+  proc = _cli(f"--workdir={workdir}", "--model=rnn", "--hidden_size=32",
+              "--cache_dir=/elsewhere")
   assert proc.returncode != 0
   assert "--model=rnn (the run in" in proc.stderr and "has lstm" in proc.stderr
   assert "--hidden_size=32" in proc.stderr
+  assert "--cache_dir" not in proc.stderr  # where data is cached is no contradiction
   assert "Traceback" not in proc.stderr
 
 
