@@ -15,6 +15,11 @@ CATEGORICAL = ModelConfig(duration_head="categorical", steps_per_quarter=12,
                           max_duration_steps=96)
 REGRESSION = ModelConfig(duration_head="regression", steps_per_quarter=12)
 
+# Compiled once per config and shape; the tests share shapes (3 frames) to reuse them.
+frame_terms = jax.jit(losses.frame_terms, static_argnums=2)
+loss_and_metrics = jax.jit(losses.loss_and_metrics, static_argnums=3)
+duration_class = jax.jit(losses.duration_class, static_argnums=1)
+
 
 def _frames(notes_on, durations):
   """float32[len(durations), 107] with the listed note indices on in every frame."""
@@ -34,30 +39,31 @@ def _frames(notes_on, durations):
     (1.0 / 3 + 0.001, 3),  # a triplet eighth, off the grid by float error
 ])
 def test_duration_class(duration, expected):
-  assert int(losses.duration_class(jnp.float32(duration), CATEGORICAL)) == expected
+  assert int(duration_class(jnp.float32(duration), CATEGORICAL)) == expected
 
 
 def test_zero_logits_give_log2_per_note_and_uniform_duration():
-  targets = _frames([0, 39, 105], [1.0, 0.25])
-  pred = Prediction(note_logits=jnp.zeros((2, NUM_NOTES)), duration=jnp.zeros((2, 96)))
-  terms = losses.frame_terms(pred, targets, CATEGORICAL)
-  np.testing.assert_allclose(terms["nll_notes"], [106 * math.log(2)] * 2, rtol=1e-6)
-  np.testing.assert_allclose(terms["nll_duration"], [math.log(96)] * 2, rtol=1e-6)
-  np.testing.assert_allclose(terms["nll"], [106 * math.log(2) + math.log(96)] * 2, rtol=1e-6)
+  targets = _frames([0, 39, 105], [1.0, 0.25, 20.0])
+  pred = Prediction(note_logits=jnp.zeros((3, NUM_NOTES)), duration=jnp.zeros((3, 96)))
+  terms = frame_terms(pred, targets, CATEGORICAL)
+  np.testing.assert_allclose(terms["nll_notes"], [106 * math.log(2)] * 3, rtol=1e-6)
+  np.testing.assert_allclose(terms["nll_duration"], [math.log(96)] * 3, rtol=1e-6)
+  np.testing.assert_allclose(terms["nll"], [106 * math.log(2) + math.log(96)] * 3, rtol=1e-6)
   # logit 0 is probability 0.5, not above the threshold: nothing predicted.
-  np.testing.assert_array_equal(terms["tp"], [0, 0])
-  np.testing.assert_array_equal(terms["fp"], [0, 0])
-  np.testing.assert_array_equal(terms["fn"], [3, 3])
+  np.testing.assert_array_equal(terms["tp"], [0, 0, 0])
+  np.testing.assert_array_equal(terms["fp"], [0, 0, 0])
+  np.testing.assert_array_equal(terms["fn"], [3, 3, 3])
 
 
 def test_notes_match_hand_computed_bce_and_stay_finite_at_extreme_logits():
   rng = np.random.default_rng(0)
-  logits = rng.normal(size=(4, NUM_NOTES)).astype(np.float32) * 3
+  logits = rng.normal(size=(3, NUM_NOTES)).astype(np.float32) * 3
   logits[0, :5] = [200.0, -200.0, 200.0, -200.0, 0.0]
-  notes = (rng.random((4, NUM_NOTES)) < 0.2).astype(np.float32)
-  targets = np.concatenate([notes, np.ones((4, 1), np.float32)], axis=-1)
-  pred = Prediction(note_logits=jnp.asarray(logits), duration=jnp.zeros((4, 96)))
-  terms = losses.frame_terms(pred, jnp.asarray(targets), CATEGORICAL)
+  notes = (rng.random((3, NUM_NOTES)) < 0.2).astype(np.float32)
+  notes[0, :4] = [1.0, 1.0, 0.0, 0.0]
+  targets = np.concatenate([notes, np.ones((3, 1), np.float32)], axis=-1)
+  pred = Prediction(note_logits=jnp.asarray(logits), duration=jnp.zeros((3, 96)))
+  terms = frame_terms(pred, jnp.asarray(targets), CATEGORICAL)
   # -[y log s(x) + (1 - y) log(1 - s(x))] = softplus(x) - y x, evaluated stably.
   expected = (np.logaddexp(0.0, logits) - notes * logits).sum(axis=-1)
   assert np.all(np.isfinite(terms["nll_notes"]))
@@ -65,13 +71,14 @@ def test_notes_match_hand_computed_bce_and_stay_finite_at_extreme_logits():
 
 
 def test_categorical_duration_is_minus_log_softmax_at_target_class():
-  logits = jnp.zeros((1, 96)).at[0, 11].set(5.0)  # favours a quarter note
-  pred = Prediction(note_logits=jnp.zeros((1, NUM_NOTES)), duration=logits)
+  logits = jnp.zeros((3, 96)).at[:, 11].set(5.0).at[2, 95].set(2.0)
+  pred = Prediction(note_logits=jnp.zeros((3, NUM_NOTES)), duration=logits)
   log_z = math.log(95 + math.exp(5.0))
-  quarter = losses.frame_terms(pred, _frames([], [1.0]), CATEGORICAL)["nll_duration"]
-  eighth = losses.frame_terms(pred, _frames([], [0.5]), CATEGORICAL)["nll_duration"]
-  np.testing.assert_allclose(quarter, [log_z - 5.0], rtol=1e-5)
-  np.testing.assert_allclose(eighth, [log_z], rtol=1e-5)
+  log_z2 = math.log(94 + math.exp(5.0) + math.exp(2.0))
+  # A quarter (class 11), an eighth (class 5), and a long rest (the last class).
+  terms = frame_terms(pred, _frames([], [1.0, 0.5, 30.0]), CATEGORICAL)
+  np.testing.assert_allclose(terms["nll_duration"], [log_z - 5.0, log_z, log_z2 - 2.0],
+                             rtol=1e-5)
 
 
 def test_regression_duration_is_gaussian_nll_of_log_duration():
@@ -80,24 +87,26 @@ def test_regression_duration_is_gaussian_nll_of_log_duration():
   log_std = jnp.asarray([0.0, math.log(0.5), 0.0])
   pred = Prediction(note_logits=jnp.zeros((3, NUM_NOTES)),
                     duration=jnp.stack([mean, log_std], axis=-1))
-  terms = losses.frame_terms(pred, _frames([], durations), REGRESSION)
+  terms = frame_terms(pred, _frames([], durations), REGRESSION)
   half_log_2pi = 0.5 * math.log(2 * math.pi)
   expected = [half_log_2pi, half_log_2pi + math.log(0.5),
               half_log_2pi + 0.5 * math.log(2.0)**2]
   np.testing.assert_allclose(terms["nll_duration"], expected, rtol=1e-5)
   # Padding (duration 0) stays finite: the target is floored at one grid step.
-  padded = losses.frame_terms(pred, _frames([], [0.0, 0.0, 0.0]), REGRESSION)
+  padded = frame_terms(pred, _frames([], [0.0, 0.0, 0.0]), REGRESSION)
   assert np.all(np.isfinite(padded["nll_duration"]))
 
 
 def test_tp_fp_fn_counts():
-  logits = jnp.full((1, NUM_NOTES), -3.0).at[0, jnp.asarray([0, 1, 2, 50])].set(3.0)
-  targets = _frames([1, 2, 60, 61, 62], [1.0])
-  pred = Prediction(note_logits=logits, duration=jnp.zeros((1, 96)))
-  terms = losses.frame_terms(pred, targets, CATEGORICAL)
-  assert float(terms["tp"][0]) == 2  # 1, 2
-  assert float(terms["fp"][0]) == 2  # 0, 50
-  assert float(terms["fn"][0]) == 3  # 60, 61, 62
+  logits = np.full((3, NUM_NOTES), -3.0, np.float32)
+  logits[0, [0, 1, 2, 50]] = 3.0  # predicts 0, 1, 2, 50
+  logits[1, [60, 61, 62]] = 0.5  # predicts exactly the targets
+  targets = _frames([1, 2, 60, 61, 62], [1.0, 1.0, 1.0])  # row 2 predicts nothing
+  pred = Prediction(note_logits=jnp.asarray(logits), duration=jnp.zeros((3, 96)))
+  terms = frame_terms(pred, targets, CATEGORICAL)
+  np.testing.assert_array_equal(terms["tp"], [2, 3, 0])
+  np.testing.assert_array_equal(terms["fp"], [2, 0, 0])
+  np.testing.assert_array_equal(terms["fn"], [3, 2, 5])
 
 
 def test_mask_weights_frames_and_metrics_are_sums():
@@ -106,9 +115,9 @@ def test_mask_weights_frames_and_metrics_are_sums():
   logits = jnp.full((3, NUM_NOTES), -20.0).at[0, 0].set(20.0)
   logits = logits.at[1].set(0.0).at[2].set(0.0)
   pred = Prediction(note_logits=logits, duration=jnp.zeros((3, 96)))
-  terms = losses.frame_terms(pred, targets, CATEGORICAL)
+  terms = frame_terms(pred, targets, CATEGORICAL)
   mask = jnp.asarray([1.0, 0.5, 0.0])
-  loss, metrics = losses.loss_and_metrics(pred, targets, mask, CATEGORICAL)
+  loss, metrics = loss_and_metrics(pred, targets, mask, CATEGORICAL)
   expected_sum = terms["nll"][0] + 0.5 * terms["nll"][1]
   np.testing.assert_allclose(metrics["nll"], expected_sum, rtol=1e-6)
   np.testing.assert_allclose(metrics["count"], 1.5)
@@ -121,27 +130,28 @@ def test_mask_weights_frames_and_metrics_are_sums():
 
 
 def test_masked_frames_cannot_poison_the_loss():
-  targets = _frames([0], [1.0, 1.0])
-  logits = jnp.zeros((2, NUM_NOTES)).at[1, 0].set(jnp.nan)
-  pred = Prediction(note_logits=logits, duration=jnp.zeros((2, 96)))
-  loss, metrics = losses.loss_and_metrics(pred, targets, jnp.asarray([1.0, 0.0]),
-                                          CATEGORICAL)
+  targets = _frames([0], [1.0, 1.0, 1.0])
+  logits = jnp.zeros((3, NUM_NOTES)).at[1, 0].set(jnp.nan).at[2].set(jnp.inf)
+  pred = Prediction(note_logits=logits, duration=jnp.zeros((3, 96)))
+  loss, metrics = loss_and_metrics(pred, targets, jnp.asarray([1.0, 0.0, 0.0]), CATEGORICAL)
   np.testing.assert_allclose(loss, 106 * math.log(2) + math.log(96), rtol=1e-6)
   assert all(np.isfinite(v) for v in metrics.values())
 
 
 def test_loss_has_finite_gradients_over_batch_and_time():
-  rng = jax.random.key(0)
-  targets = jnp.concatenate(
-      [(jax.random.uniform(rng, (2, 5, NUM_NOTES)) < 0.1).astype(jnp.float32),
-       jnp.full((2, 5, 1), 0.75)], axis=-1)
-  mask = jnp.ones((2, 5)).at[1, 3:].set(0.0)
+  rng = np.random.default_rng(1)
+  targets = np.concatenate([(rng.random((2, 5, NUM_NOTES)) < 0.1).astype(np.float32),
+                            np.full((2, 5, 1), 0.75, np.float32)], axis=-1)
+  targets[1, 3:] = 0.0  # padding: duration 0
+  mask = np.ones((2, 5), np.float32)
+  mask[1, 3:] = 0.0
 
   def loss_fn(logits, duration):
     pred = Prediction(note_logits=logits, duration=duration)
     return losses.loss_and_metrics(pred, targets, mask, REGRESSION)[0]
 
-  grads = jax.grad(loss_fn, argnums=(0, 1))(jnp.zeros((2, 5, NUM_NOTES)), jnp.zeros((2, 5, 2)))
+  grad_fn = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))
+  grads = grad_fn(jnp.zeros((2, 5, NUM_NOTES)), jnp.zeros((2, 5, 2)))
   assert all(np.all(np.isfinite(g)) for g in grads)
   assert float(jnp.abs(grads[1][..., 0]).sum()) > 0  # the mean is being fitted
   np.testing.assert_array_equal(grads[0][1, 3:], 0.0)  # masked frames get no gradient

@@ -23,6 +23,25 @@ MODELS = ("rnn", "lstm", "bilstm", "transformer")
 CAUSAL = ("rnn", "lstm", "transformer")
 
 
+# Tiny programs on a shared 2-core machine: XLA's cheapest CPU optimisation level
+# compiles them 2-3x faster, and these tests compile far more than they run.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def quick_jit(fn):
+  """jax.jit(fn), compiled with _FAST_COMPILE once per argument shape and dtype."""
+  jitted, executables = jax.jit(fn), {}
+
+  def call(*args):
+    leaves, treedef = jax.tree.flatten(args)
+    key = (treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves))
+    if key not in executables:
+      executables[key] = jitted.lower(*args).compile(_FAST_COMPILE)
+    return executables[key](*args)
+
+  return call
+
+
 def tiny_config(model, **overrides):
   settings = dict(model=model, hidden_size=16, num_layers=2, num_heads=2, seq_len=SEQ_LEN,
                   max_duration_steps=24)
@@ -32,10 +51,10 @@ def tiny_config(model, **overrides):
 
 def random_frames(seed, batch, time):
   """float32[batch, time, 107]: sparse notes, durations on the 1/12 grid."""
-  notes_key, duration_key = jax.random.split(jax.random.key(seed))
-  notes = (jax.random.uniform(notes_key, (batch, time, NUM_NOTES)) < 0.08).astype(jnp.float32)
-  steps = jax.random.randint(duration_key, (batch, time, 1), 1, 30)
-  return jnp.concatenate([notes, steps / 12.0], axis=-1)
+  rng = np.random.default_rng(seed)
+  notes = rng.random((batch, time, NUM_NOTES)) < 0.08
+  steps = rng.integers(1, 30, size=(batch, time, 1))
+  return jnp.asarray(np.concatenate([notes, steps / 12.0], axis=-1), jnp.float32)
 
 
 def params_for(cfg):
@@ -45,12 +64,20 @@ def params_for(cfg):
 
 @functools.cache
 def _params(cfg):
-  return init_params(cfg, jax.random.key(42))
+  """Random float32 parameters of init_params' structure, made on the host.
+
+  Tracing init (eval_shape) compiles nothing; these tests check equalities that
+  hold for any parameters. The overfitting tests use init_params itself.
+  """
+  shapes = jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
+  rng = np.random.default_rng(42)
+  return jax.tree.map(
+      lambda s: jnp.asarray(rng.normal(scale=0.3, size=s.shape).astype(np.float32)), shapes)
 
 
 @functools.cache
 def jitted_apply(cfg, train=False):
-  return jax.jit(lambda params, frames, lengths, rng: apply_model(
+  return quick_jit(lambda params, frames, lengths, rng: apply_model(
       cfg, params, frames, train=train, rng=rng, lengths=lengths))
 
 
@@ -120,7 +147,10 @@ def test_one_layer_transformer_on_a_long_sequence_equals_a_sliding_window():
   whole = predict(cfg, frames)
   for end in (SEQ_LEN - 1, 12, LONG - 1):
     start = end - SEQ_LEN + 1
-    window = predict(cfg, frames[:, start:end + 1])
+    # The window alone, right padded to LONG frames (causal: padding comes after).
+    padding = ((0, 0), (0, LONG - SEQ_LEN), (0, 0))
+    window = predict(cfg, jnp.pad(frames[:, start:end + 1], padding))
+    window = jax.tree.map(lambda a: a[:, :SEQ_LEN], window)
     np.testing.assert_allclose(whole.note_logits[:, end], window.note_logits[:, -1], atol=1e-4)
     np.testing.assert_allclose(whole.duration[:, end], window.duration[:, -1], atol=1e-4)
 
@@ -142,13 +172,14 @@ def test_bilstm_ignores_padding_beyond_lengths():
   lengths = jnp.asarray([3, 5], jnp.int32)
   garbage = frames.at[0, 3:].set(7.0).at[1, 5:].set(-3.0)
   padded = predict(cfg, garbage, lengths)
-  # The same windows cut to 5 frames (row 0 still padded after 3).
-  cut = predict(cfg, frames[:, :5], lengths)
-  np.testing.assert_allclose(padded.note_logits, cut.note_logits, atol=1e-5)
-  np.testing.assert_allclose(padded.duration, cut.duration, atol=1e-5)
-  # The valid frames are read: a different length gives a different prediction.
-  longer = predict(cfg, frames[:, :5], jnp.asarray([4, 5], jnp.int32))
-  assert np.abs(longer.note_logits[0] - cut.note_logits[0]).max() > 1e-4
+  zeros = frames.at[0, 3:].set(0.0).at[1, 5:].set(0.0)
+  clean = predict(cfg, zeros, lengths)
+  np.testing.assert_allclose(padded.note_logits, clean.note_logits, atol=1e-5)
+  np.testing.assert_allclose(padded.duration, clean.duration, atol=1e-5)
+  # The valid frames are read: one more valid frame changes the prediction.
+  longer = predict(cfg, frames, jnp.asarray([4, 5], jnp.int32))
+  assert np.abs(longer.note_logits[0] - clean.note_logits[0]).max() > 1e-4
+  np.testing.assert_allclose(longer.note_logits[1], clean.note_logits[1], atol=1e-5)
 
 
 @functools.cache
@@ -161,7 +192,7 @@ def scanned_decode(cfg):
                                       jnp.swapaxes(frames, 0, 1))
     return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), predictions), carry
 
-  return jax.jit(run)
+  return quick_jit(run)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -195,7 +226,8 @@ def _overfit(cfg, steps=100):
   inputs, targets = frames[:, :-1], frames[:, 1:]
   mask = jnp.ones(targets.shape[:2])
   optimizer = optax.adam(1e-2)
-  params = params_for(cfg)
+  params = init_params(cfg, jax.random.key(0))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
 
   def loss_fn(params):
     pred = apply_model(cfg, params, inputs)
@@ -207,14 +239,14 @@ def _overfit(cfg, steps=100):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
-  train = jax.jit(lambda params: jax.lax.scan(
+  train = quick_jit(lambda params: jax.lax.scan(
       train_step, (params, optimizer.init(params)), length=steps)[1])
   return np.asarray(train(params))
 
 
 @pytest.mark.parametrize("model", ["lstm", "transformer"])
 def test_tiny_model_overfits_tiny_set(model):
-  history = _overfit(tiny_config(model))
+  history = _overfit(tiny_config(model, num_layers=1))
   assert np.all(np.isfinite(history))
   assert history[-1] < 0.4 * history[0], (history[0], history[-1])
 
@@ -237,8 +269,10 @@ def test_bfloat16_compute_gives_finite_float32_close_to_float32(model):
 
 def test_dropout_only_when_training():
   cfg = tiny_config("lstm", dropout=0.5)
-  frames = random_frames(7, BATCH, SEQ_LEN)
+  frames = random_frames(7, BATCH, LONG)
   evaluated = predict(cfg, frames)
+  without_dropout = predict(tiny_config("lstm"), frames)
+  np.testing.assert_allclose(evaluated.note_logits, without_dropout.note_logits, atol=1e-6)
   trained = predict(cfg, frames, train=True, rng=jax.random.key(1))
   trained_again = predict(cfg, frames, train=True, rng=jax.random.key(2))
   assert np.abs(trained.note_logits - evaluated.note_logits).max() > 1e-3

@@ -58,6 +58,6 @@ class Prediction:
 
 
 # The registry imports ModelConfig and Prediction from here, so it comes last.
-from musicgen_jax.models.registry import (  # pylint: disable=g-import-not-at-top,wrong-import-position
+from musicgen_jax.models.registry import (  # noqa: E402  pylint: disable=wrong-import-position
     FrameWindow, KVCache, apply_model, build_model, decode_step, init_carry, init_params,
     is_causal)

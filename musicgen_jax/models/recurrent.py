@@ -30,17 +30,21 @@ def _cell(cfg: ModelConfig, kind: str, name: str) -> nn.RNNCellBase:
 def zero_carry(cfg: ModelConfig, batch_size: int) -> tuple[Carry, ...]:
   """The initial state of a causal rnn/lstm stack, one entry per layer.
 
-  Held in the compute dtype so that a scan's carry keeps one type under bf16.
+  Each carry keeps the type the cell returns, so a scan's carry has one type:
+  the LSTM's (c, h) stay float32 (c = f * c + i * g promotes, which keeps the
+  cell state precise over long pieces under bf16 compute); the simple cell's
+  state is in the compute dtype.
 
   Returns:
-    rnn: tuple of float[batch, hidden]; lstm: tuple of (c, h), each float[batch, hidden].
+    rnn: tuple of float[batch, hidden]; lstm: tuple of (c, h), each float32[batch, hidden].
   """
   if cfg.model not in ("rnn", "lstm"):
     raise ValueError(f"zero_carry is for rnn/lstm, got {cfg.model!r}")
-  zeros = lambda: jnp.zeros((batch_size, cfg.hidden_size), compute_dtype(cfg))
   if cfg.model == "rnn":
-    return tuple(zeros() for _ in range(cfg.num_layers))
-  return tuple((zeros(), zeros()) for _ in range(cfg.num_layers))
+    zeros = jnp.zeros((batch_size, cfg.hidden_size), compute_dtype(cfg))
+    return tuple(zeros for _ in range(cfg.num_layers))
+  zeros = jnp.zeros((batch_size, cfg.hidden_size), jnp.float32)
+  return tuple((zeros, zeros) for _ in range(cfg.num_layers))
 
 
 class CausalRecurrent(nn.Module):
@@ -166,7 +170,7 @@ class BidirectionalLSTM(nn.Module):
     dtype = compute_dtype(cfg)
     if lengths is not None:
       lengths = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (batch_size,))
-    zeros = jnp.zeros((batch_size, cfg.hidden_size), dtype)
+    zeros = jnp.zeros((batch_size, cfg.hidden_size), jnp.float32)  # as zero_carry's LSTM state
     x = input_features(frames).astype(dtype)
     carry = None
     for layer in range(cfg.num_layers):
