@@ -1,13 +1,18 @@
-"""A causal Transformer over frames with a sliding context of cfg.seq_len frames.
+"""A causal Transformer over frames with a sliding attention window of cfg.seq_len.
 
 Frames are embedded by a Dense, positions enter through rotary embeddings (RoPE)
-applied to queries and keys, so attention depends only on relative offsets. Each
-position attends to the last cfg.seq_len positions including itself (a banded
-causal mask), on sequences of any length. That makes one call on a whole piece
-equal a sliding window of the trained context, and lets decoding keep a ring
-buffer of cfg.seq_len keys/values that reproduces the same outputs at any
-absolute position.
-"""
+applied to queries and keys, so attention depends only on relative offsets. In
+every layer each position attends to the last cfg.seq_len positions including
+itself (a banded causal mask), on sequences of any length; long sequences are
+attended block by block, so memory grows linearly with length. Decoding keeps a
+ring buffer of cfg.seq_len keys/values per layer that reproduces the one-call
+outputs exactly at any absolute position.
+
+Receptive field: with one layer, output t depends on frames t - seq_len + 1..t
+only, so one call on a whole piece equals a sliding window of the trained
+context. With L layers the band applies per layer (sliding-window attention), so
+output t can depend on frames back to t - L * (seq_len - 1); on sequences no
+longer than seq_len (training windows) the band never cuts anything."""
 
 import flax
 import flax.linen as nn
@@ -230,7 +235,8 @@ def empty_cache(cfg: ModelConfig, batch_size: int) -> KVCache:
 class Transformer(nn.Module):
   """Dense frame embedding, pre-norm causal RoPE blocks, final LayerNorm, heads.
 
-  Output t predicts frame t + 1 from frames max(0, t - seq_len + 1)..t.
+  Output t predicts frame t + 1; each layer attends to its last seq_len positions
+  (see the module docstring for the receptive field).
 
   Attributes:
     cfg: model config; cfg.model is "transformer".
