@@ -3,13 +3,18 @@
 For each held-out piece every frame except the first is predicted from the
 frames before it:
   rnn, lstm     the recurrent state runs over the whole piece;
-  transformer   each prediction sees up to `seq_len` preceding frames (a
-                sliding window, computed in overlapping chunks);
+  transformer   each prediction sees at most the `seq_len` frames before it
+                (a strict sliding window: its trained context);
   bilstm        each prediction reads the (up to) `seq_len` frames before it.
 Every predicted frame is scored by `losses.frame_terms`, summed over the split
 and divided by the number of predicted frames (frame-weighted).
 
     python -m musicgen_jax.evaluate --workdir=W --split=test
+    python -m musicgen_jax.evaluate --workdir=W --split=test --samples=O
+
+With --samples, the MIDI files in O (e.g. what `musicgen_jax.sample` wrote) are
+compared with the split by `music_stats.compare_midi_dir` (music statistics and
+the overlap of intra-/inter-set distance distributions), under "music_stats".
 """
 
 from __future__ import annotations
@@ -86,31 +91,32 @@ def _whole_pieces(cfg, params, pieces, batch_size, total):
 
 
 def _windows(cfg, params, pieces, batch_size, total):
-  """transformer: chunks of seq_len predictions with seq_len - 1 frames of left context.
+  """transformer: every target sees at most the seq_len frames before it, exactly.
 
-  With the model's banded mask (each position attends to the last seq_len
-  positions), output p of a chunk whose input starts at max(0, c - seq_len + 1)
-  sees exactly frames p - seq_len + 1 .. p for every p >= c, which is the
-  sliding window of the protocol.
+  The first window of a piece (frames 0 .. seq_len - 1) scores all of its
+  outputs, whose contexts all start at frame 0; every later target t is scored
+  from its own window t - seq_len .. t - 1. (With several layers, one pass over
+  a long piece would let information reach further back than seq_len frames
+  through the per-layer banded attention, beyond what training ever showed.)
   """
   score = _scorer(cfg, False)
-  context, chunk = cfg.seq_len, cfg.seq_len
-  width = chunk + context - 1
-  rows = []  # (piece index, input start, first scored output, end)
+  width = cfg.seq_len
+  rows = []  # (piece index, window start, first scored output index in window)
   for index, frames in enumerate(pieces):
-    n = len(frames) - 1  # predicted frames: outputs 0..n-1
-    for c in range(0, n, chunk):
-      rows.append((index, max(0, c - context + 1), c, min(c + chunk, n)))
+    n = len(frames) - 1  # predicted frames: targets 1..n
+    rows.append((index, 0, 0))
+    rows.extend((index, t - width, width - 1) for t in range(width + 1, n + 1))
   for start in range(0, len(rows), batch_size):
     block = rows[start:start + batch_size]
     inputs = np.zeros((batch_size, width, FRAME_DIM), np.float32)
     targets = np.zeros_like(inputs)
     mask = np.zeros((batch_size, width), np.float32)
-    for row, (index, s, c, e) in enumerate(block):
+    for row, (index, s, first) in enumerate(block):
       frames = pieces[index]
+      e = min(s + width, len(frames) - 1)
       inputs[row, :e - s] = frames[s:e]
       targets[row, :e - s] = frames[s + 1:e + 1]
-      mask[row, c - s:e - s] = 1.0
+      mask[row, first:e - s] = 1.0
     _add(total, score(params, inputs, targets, mask))
 
 
@@ -157,7 +163,7 @@ def evaluate_pieces(cfg: ModelConfig, params, pieces: Sequence, *,
   if cfg.model == "bilstm":
     _preceding_windows(cfg, params, frames, batch_size * 16, total)
   elif cfg.model == "transformer":
-    _windows(cfg, params, frames, batch_size * 4, total)
+    _windows(cfg, params, frames, batch_size * 16, total)
   else:
     _whole_pieces(cfg, params, frames, batch_size, total)
   count = total["count"]
@@ -182,14 +188,24 @@ def define_flags() -> None:
   flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the best by "
                        "validation NLL, else the latest).")
   flags.DEFINE_integer("eval_batch_size", 16, "Pieces per compiled evaluation call.")
+  flags.DEFINE_string("samples", None, "Folder of generated MIDI files (e.g. the sampler's "
+                      "--out_dir): adds their music statistics against the split's, and "
+                      "the per-feature overlap, to the JSON as 'music_stats'.")
 
 
 def evaluate_workdir(workdir: str, split: str = "test", step: int | None = None,
-                     batch_size: int = 16) -> dict:
-  """Loads W's config and checkpoint, scores `split`, writes W/eval_<split>.json."""
+                     batch_size: int = 16, samples_dir: str | None = None) -> dict:
+  """Loads W's config and checkpoint, scores `split`, writes W/eval_<split>.json.
+
+  With samples_dir, also compares the MIDI files there with the split's pieces
+  (`music_stats.compare_midi_dir`) and adds the report as result['music_stats'].
+  """
   from musicgen_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
 
+  if samples_dir and not os.path.isdir(samples_dir):
+    raise FileNotFoundError(f"--samples={samples_dir} is not a folder; point it at the folder "
+                            "the sampler wrote")
   config = train_lib.load_run_config(workdir)
   params, restored_step = train_lib.load_params(workdir, config, step=step)
   dataset = load_dataset(config.data)
@@ -201,6 +217,12 @@ def evaluate_workdir(workdir: str, split: str = "test", step: int | None = None,
   result = evaluate_pieces(config.model, params, pieces, batch_size=batch_size)
   result.update({"split": split, "step": restored_step, "num_pieces": len(pieces),
                  "model": config.model.model, "seconds": round(time.perf_counter() - start, 3)})
+  if samples_dir:
+    from musicgen_jax import music_stats  # pylint: disable=g-import-not-at-top
+    result["music_stats"] = music_stats.compare_midi_dir(
+        samples_dir, pieces, steps_per_quarter=config.data.steps_per_quarter,
+        duration_mode=config.data.duration_mode,
+        max_duration_steps=config.model.max_duration_steps)
   if jax.process_index() == 0:
     path = os.path.join(workdir, f"eval_{split}.json")
     with open(path + ".tmp", "w") as f:
@@ -215,7 +237,8 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required (the folder a training run wrote)")
   try:
-    result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.step, FLAGS.eval_batch_size)
+    result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.step, FLAGS.eval_batch_size,
+                              samples_dir=FLAGS.samples)
   except (ValueError, OSError, RuntimeError) as e:
     logging.error("%s", e)
     sys.exit(f"error: {e}")

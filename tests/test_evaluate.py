@@ -89,7 +89,8 @@ def naive_scores(cfg, params, pieces):
 
 @pytest.mark.parametrize("model", ["lstm", "transformer", "bilstm"])
 def test_protocol_context_per_model(model):
-  cfg = ModelConfig(model=model, hidden_size=8, num_layers=1, num_heads=2, seq_len=5,
+  # Two layers: the Transformer's context must stay seq_len frames through both.
+  cfg = ModelConfig(model=model, hidden_size=8, num_layers=2, num_heads=2, seq_len=5,
                     max_duration_steps=12)
   params = init_params(cfg, jax.random.key(0))
   pieces = [toy_frames(7, 17), toy_frames(8, 6)]
