@@ -4,6 +4,7 @@ Training, evaluation and the sampler call only these functions, so a model is
 defined once and rebuilt from its ModelConfig alone.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -50,10 +51,15 @@ def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
   Returns:
     The 'params' collection, ready for `apply_model`.
   """
+  return _init_fn(cfg)(rng)["params"]
+
+
+@functools.lru_cache(maxsize=None)
+def _init_fn(cfg: ModelConfig):
+  """One compiled initialiser per config, shared by every caller in the process."""
   model = build_model(cfg)
   frames = jnp.zeros((1, 2, FRAME_DIM), jnp.float32)
-  variables = jax.jit(lambda key: model.init({"params": key}, frames))(rng)
-  return variables["params"]
+  return jax.jit(lambda key: model.init({"params": key}, frames))
 
 
 def apply_model(cfg: ModelConfig,
