@@ -38,6 +38,19 @@ class CheckpointError(RuntimeError):
   """No usable checkpoint, or one that must not be written."""
 
 
+def ensure_writable_dir(path: str, flag: str) -> None:
+  """Creates `path` and proves it writable, or raises a ValueError naming the flag."""
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".write_test_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"cannot write to --{flag}={path} ({e.strerror or e}); choose "
+                     "another folder") from e
+
+
 def save_config(workdir: str, config: dict) -> None:
   """Writes `W/config.json` atomically (process 0 only)."""
   if jax.process_index() != 0:

@@ -199,19 +199,6 @@ def load_prime(config, prime_frames: int, *, prime_midi: str | None = None,
   return Prime(frames=np.array(frames[:prime_frames], np.float32), source=source)
 
 
-def _check_out_dir(out_dir: str) -> None:
-  """Creates out_dir and checks it is writable; ValueError saying so otherwise."""
-  try:
-    os.makedirs(out_dir, exist_ok=True)
-    probe = os.path.join(out_dir, f".write_test_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise ValueError(f"cannot write to --out_dir={out_dir} ({e.strerror or e}); choose "
-                     "another folder") from e
-
-
 @functools.lru_cache(maxsize=8)
 def model_sampler(model_cfg: ModelConfig, settings: sampling.SampleSettings):
   """A jitted `sampler(carry, prime, rng, params) -> float32[batch, P + N, 107]`.
@@ -332,7 +319,7 @@ def sample_workdir(workdir: str,
       model_cfg, num_frames=num_frames, temperature=float(temperature),
       duration_temperature=float(duration_temperature), top_p=float(top_p),
       max_polyphony=int(max_polyphony))
-  _check_out_dir(out_dir)
+  ckpt_lib.ensure_writable_dir(out_dir, "out_dir")
   prime = load_prime(config, prime_frames, prime_midi=prime_midi, prime_split=prime_split,
                      prime_piece=prime_piece, dataset=dataset)
 

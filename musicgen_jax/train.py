@@ -201,18 +201,6 @@ def _truncate_metrics(workdir: str, last_step: int) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _check_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise ckpt_lib.CheckpointError(
-        f"workdir {workdir} is not writable ({e.strerror or e}); choose another --workdir") from e
-
-
 def load_run_config(workdir: str) -> RunConfig:
   stored = ckpt_lib.load_config(workdir)
   if stored is None:
@@ -261,7 +249,7 @@ def train_and_evaluate(config: RunConfig, workdir: str, *, dataset=None) -> dict
   """
   from musicgen_jax.data import BatchSampler  # pylint: disable=g-import-not-at-top
   model_cfg, tcfg = config.model, config.train
-  _check_workdir(workdir)
+  ckpt_lib.ensure_writable_dir(workdir, "workdir")
   parallel.check_batch_size(tcfg.batch_size)
   if dataset is None:
     dataset = _load_dataset_once(config.data)
