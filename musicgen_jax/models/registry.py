@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from musicgen_jax.encoding import FRAME_DIM
 from musicgen_jax.models import ModelConfig, Prediction
@@ -58,7 +59,7 @@ def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
 def _init_fn(cfg: ModelConfig):
   """One compiled initialiser per config, shared by every caller in the process."""
   model = build_model(cfg)
-  frames = jnp.zeros((1, 2, FRAME_DIM), jnp.float32)
+  frames = np.zeros((1, 2, FRAME_DIM), np.float32)  # numpy: nothing traced is captured
   return jax.jit(lambda key: model.init({"params": key}, frames))
 
 
