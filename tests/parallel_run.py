@@ -1,7 +1,7 @@
 """Runs toy trainings in their own process, for the device-count and multi-host tests.
 
     python tests/parallel_run.py NUM_DEVICES WORKDIR:MODE [WORKDIR:MODE ...] \
-        [--num_steps=N --checkpoint_every=K ...] [--hosts COORDINATOR NUM_PROCESSES PROCESS_ID]
+        [--num_steps=N --checkpoint_every=K ...]
 
 The device count must be set before JAX starts, hence a separate process.
 """
@@ -12,22 +12,14 @@ import sys
 args = sys.argv[1:]
 overrides = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
 args = [a for a in args if not (a.startswith("--") and "=" in a)]
-hosts = None
-if "--hosts" in args:
-  i = args.index("--hosts")
-  hosts, args = args[i + 1:i + 4], args[:i]
 num_devices, runs = int(args[0]), [a.rsplit(":", 1) for a in args[1:]]
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_here, os.path.dirname(_here)]
 
-from musicgen_jax import parallel  # pylint: disable=g-import-not-at-top
 from musicgen_jax import train as train_lib  # pylint: disable=g-import-not-at-top
 from toy import toy_config, toy_dataset  # pylint: disable=g-import-not-at-top
-
-if hosts:
-  parallel.initialize_distributed(hosts[0], int(hosts[1]), int(hosts[2]))
 
 for workdir, mode in runs:
   settings = dict(parallel=mode, num_steps=3, log_every=1, eval_every=0, checkpoint_every=3)

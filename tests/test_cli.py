@@ -1,13 +1,16 @@
-"""The programs end to end: launch/local.sh trains, evaluate scores, multihost_local.sh agrees."""
+"""The programs end to end: launch/local.sh trains, evaluate scores, and two processes
+(launch/multihost_local.sh, gloo collectives) end with the parameters of one."""
 
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
+from musicgen_jax import train as train_lib
 from musicgen_jax.encoding import frames_to_midi
 from toy import toy_frames
 
@@ -82,3 +85,6 @@ def test_multihost_local_matches_local(trained, midi_dir):
   assert proc.returncode == 0, proc.stderr[-3000:]
   losses = lambda w: [json.loads(l)["train_loss"] for l in open(w / "metrics.jsonl")]
   np.testing.assert_allclose(losses(hosts), losses(workdir), rtol=1e-5)
+  params = lambda w: train_lib.load_params(str(w), train_lib.load_run_config(str(w)))[0]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+               params(hosts), params(workdir))
