@@ -1,4 +1,4 @@
-"""Runs toy trainings in their own process, for the device-count and multi-host tests.
+"""Runs toy trainings in their own process, for the device-count and kill tests.
 
     python tests/parallel_run.py NUM_DEVICES WORKDIR:MODE [WORKDIR:MODE ...] \
         [--num_steps=N --checkpoint_every=K ...]
