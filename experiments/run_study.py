@@ -71,6 +71,10 @@ flags.DEFINE_integer("num_samples", 8, "Samples per configuration (music statist
 flags.DEFINE_integer("prime_frames", 10, "Frames of the prime piece given to the model.")
 flags.DEFINE_float("temperature", 1.0, "Sampling temperature.")
 flags.DEFINE_integer("sample_seed", 0, "Sampling seed.")
+flags.DEFINE_bool("report_only", False, "Train nothing: rewrite the report from finished "
+                  "configurations (scoring again where the scored checkpoint was not the "
+                  "best by validation), keeping the command, date and timing of "
+                  "REPORT/results.json.")
 
 
 def parse_flagfile(path: str) -> dict:
@@ -115,10 +119,10 @@ def train(name: str, flagfile: str, workdir: str, extra: dict) -> dict:
   return result
 
 
-def evaluate(workdir: str, samples_dir: str) -> dict:
+def evaluate(workdir: str, samples_dir: str, step: int) -> dict:
   """Runs the evaluation CLI on the test split with --samples; returns its JSON."""
   cmd = [sys.executable, "-m", "musicgen_jax.evaluate", f"--workdir={workdir}", "--split=test",
-         f"--samples={samples_dir}"]
+         f"--samples={samples_dir}", f"--step={step}"]
   with open(os.path.join(workdir, "evaluate.log"), "a") as log:
     proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
                           check=False)
@@ -139,6 +143,26 @@ def throughput(records: list[dict]) -> float:
   return float(statistics.median(values)) if values else float("nan")
 
 
+def best_valid_step(workdir: str) -> int:
+  """The kept checkpoint with the lowest validation NLL in W/metrics.jsonl.
+
+  (`Checkpointer.best_step`, which the library's default uses, cannot be used:
+  orbax 0.12 does not persist the metrics given to `CheckpointManager.save`, so
+  it falls back to the latest step; the preservation policy still keeps the best
+  checkpoint while training runs.)
+  """
+  from musicgen_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
+  kept = checkpointer.all_steps()
+  checkpointer.close()
+  scored = [(r["valid_nll"], r["step"]) for r in read_metrics(workdir)
+            if "valid_nll" in r and r["step"] in kept]
+  return min(scored)[1] if scored else max(kept)
+
+
+SELECTION = "lowest valid_nll in metrics.jsonl among kept checkpoints"
+
+
 def run_one(model: str, seq_len: int, data_dir: str) -> dict:
   name = f"{model}_{seq_len}"
   flagfile = os.path.join(FLAGS.flag_dir, f"{name}.flags")
@@ -148,29 +172,48 @@ def run_one(model: str, seq_len: int, data_dir: str) -> dict:
   if FLAGS.quick:
     extra.update(quick_overrides(settings, _train_frames(data_dir), FLAGS.quick_epochs))
   done_path = os.path.join(workdir, "study_result.json")
+  previous = None
   if os.path.exists(done_path):
     with open(done_path) as f:
+      previous = json.load(f)
+    if previous.get("selection") == SELECTION:
       logging.info("%s: already done (%s)", name, done_path)
-      return json.load(f)
+      return previous
   started = time.perf_counter()
-  trained = train(name, flagfile, workdir, extra)
+  if previous is not None:
+    trained = {"command": previous["train_command"], "num_steps": previous["num_steps"],
+               "seconds": previous["train_seconds"],
+               "train_loss": previous.get("final_train_loss")}
+  elif FLAGS.report_only:
+    raise FileNotFoundError(f"--report_only: {name} has no {done_path}")
+  else:
+    trained = train(name, flagfile, workdir, extra)
+  step = best_valid_step(workdir)
+  if previous is not None and previous["best_step"] == step:
+    previous["selection"] = SELECTION
+    with open(done_path, "w") as f:
+      json.dump(previous, f, indent=1)
+    return previous
   samples_dir = os.path.join(workdir, "samples")
   sampled = sample_lib.sample_workdir(
       workdir, samples_dir, num_frames=FLAGS.num_frames, num_samples=FLAGS.num_samples,
-      temperature=FLAGS.temperature, seed=FLAGS.sample_seed,
+      temperature=FLAGS.temperature, seed=FLAGS.sample_seed, step=step,
       prime_midi=os.path.join(data_dir, PRIME_FILE), prime_frames=FLAGS.prime_frames)
-  scored = evaluate(workdir, samples_dir)
+  scored = evaluate(workdir, samples_dir, step)
   records = read_metrics(workdir)
   result = {
       "name": name, "model": model, "seq_len": seq_len,
       "settings": {**settings, **extra}, "train_command": trained["command"],
       "num_steps": trained["num_steps"], "train_seconds": trained["seconds"],
       "frames_per_s": throughput(records), "final_train_loss": trained.get("train_loss"),
-      "best_step": scored["step"], "test": {k: scored[k] for k in (
+      "best_step": scored["step"], "selection": SELECTION, "test": {k: scored[k] for k in (
           "nll", "nll_notes", "nll_duration", "note_accuracy", "num_frames", "num_pieces")},
       "music_stats": scored["music_stats"], "sample": sampled.record,
       "metrics": records, "wall_seconds": time.perf_counter() - started,
   }
+  if previous is not None:
+    result["wall_seconds"] = previous["wall_seconds"]  # the first pass's, training included
+    result["latest_step_test"] = previous["test"]
   with open(done_path, "w") as f:
     json.dump(result, f, indent=1)
   return result
@@ -184,6 +227,28 @@ def _train_frames(data_dir: str) -> int:
     ds = load_dataset(DataConfig(dataset="midi_dir", data_dir=data_dir))
     _TRAIN_FRAMES[data_dir] = sum(p.num_frames for p in ds.train)
   return _TRAIN_FRAMES[data_dir]
+
+
+def marginal_baseline(train_pieces, test_pieces, steps_per_quarter: int = 12,
+                      max_duration_steps: int = 96) -> dict:
+  """Test NLL of predicting the average training frame every time, by the protocol.
+
+  Notes: independent Bernoullis with the training frequency of each note;
+  duration: the training frequency of each duration class (add-1/2 smoothed).
+  Scores every frame but the first of each test piece, frame-weighted.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.encoding import DURATION_INDEX, NUM_NOTES  # pylint: disable=g-import-not-at-top
+  train = np.concatenate([p.frames[1:] for p in train_pieces])
+  test = np.concatenate([p.frames[1:] for p in test_pieces])
+  freq = np.clip(train[:, :NUM_NOTES].mean(axis=0), 1e-6, 1 - 1e-6)
+  notes = test[:, :NUM_NOTES]
+  nll_notes = float(-(notes * np.log(freq) + (1 - notes) * np.log1p(-freq)).sum(1).mean())
+  cls = lambda d: np.clip(np.round(d * steps_per_quarter), 1, max_duration_steps).astype(int) - 1
+  counts = np.bincount(cls(train[:, DURATION_INDEX]), minlength=max_duration_steps) + 0.5
+  nll_duration = float(-np.log(counts / counts.sum())[cls(test[:, DURATION_INDEX])].mean())
+  return {"nll": nll_notes + nll_duration, "nll_notes": nll_notes,
+          "nll_duration": nll_duration, "num_frames": int(len(test))}
 
 
 def plot_curves(results: list[dict], path: str) -> None:
@@ -233,7 +298,8 @@ def write_report(results: list[dict], report_dir: str, meta: dict) -> None:
       f"{meta['wall_minutes']:.1f} min wall).", "",
       f"Data: {meta['data']}. Every configuration: hidden 64, 2 layers, batch 32, AdamW "
       f"3e-3, {meta['epochs']:g} epochs (an epoch ~ every training frame predicted once), "
-      "the checkpoint with the best validation NLL. Test scores follow the evaluation "
+      "the checkpoint with the best validation NLL (of 4 validations; the step in "
+      "brackets). Test scores follow the evaluation "
       "protocol (every frame but the first of each test piece, frame-weighted, nats per "
       "frame; notes-only NLL sums the 106 note terms). Overlap: mean over the music "
       f"statistics of the overlap of intra-set and inter-set distance distributions "
@@ -243,14 +309,22 @@ def write_report(results: list[dict], report_dir: str, meta: dict) -> None:
       "itself. Training time includes compilation and the validation runs; frames/s is "
       "the median training throughput (window frames per second, compilation excluded).",
       "",
-      "| model | seq_len | steps | test NLL | notes-only NLL | duration NLL | note accuracy "
-      "| overlap | train time (s) | frames/s |",
+      "The baseline row predicts the average training frame every time (each note "
+      "with its training frequency, each duration class with its frequency): a model "
+      "at that NLL has learned nothing from the context.", "",
+      "| model | seq_len | steps (best) | test NLL | notes-only NLL | duration NLL | "
+      "note accuracy | overlap | train time (s) | frames/s |",
       "|---|---|---|---|---|---|---|---|---|---|",
   ]
+  base = meta.get("marginal_baseline")
+  if base:
+    lines.append(f"| average frame (baseline) | - | - | {fmt(base['nll'])} | "
+                 f"{fmt(base['nll_notes'])} | {fmt(base['nll_duration'])} | - | - | - | - |")
   for r in results:
     t = r["test"]
     lines.append(
-        f"| {r['model']} | {r['seq_len']} | {r['num_steps']} | {fmt(t['nll'])} | "
+        f"| {r['model']} | {r['seq_len']} | {r['num_steps']} ({r['best_step']}) | "
+        f"{fmt(t['nll'])} | "
         f"{fmt(t['nll_notes'])} | {fmt(t['nll_duration'])} | {fmt(t['note_accuracy'])} | "
         f"{fmt(r['music_stats']['mean_overlap'])} | {r['train_seconds']:.0f} | "
         f"{r['frames_per_s']:.0f} |")
@@ -306,7 +380,8 @@ def main(argv):
     sys.exit(f"error: {PRIME_FILE} not found in {data_dir}; set --data_dir to the piano-midi "
              "folder")
   report_dir = FLAGS.report_dir or os.path.join(FLAGS.runs_dir, "report")
-  test_pieces = load_dataset(DataConfig(dataset="midi_dir", data_dir=data_dir)).test
+  dataset = load_dataset(DataConfig(dataset="midi_dir", data_dir=data_dir))
+  test_pieces = dataset.test
   results = []
   for model in FLAGS.models:
     for seq_len in map(int, FLAGS.seq_lens):
@@ -329,7 +404,13 @@ def main(argv):
       f"training frames, {len(test_pieces)} test pieces)",
       "num_samples": FLAGS.num_samples, "num_frames": FLAGS.num_frames,
       "prime_frames": FLAGS.prime_frames, "temperature": FLAGS.temperature,
+      "marginal_baseline": marginal_baseline(dataset.train, test_pieces),
   }
+  if FLAGS.report_only:
+    with open(os.path.join(report_dir, "results.json")) as f:
+      old = json.load(f)["meta"]
+    meta.update({k: old[k] for k in ("command", "date", "machine", "load_start", "load_end",
+                                     "wall_minutes", "quick", "epochs") if k in old})
   write_report(results, report_dir, meta)
   print(os.path.join(report_dir, "results.md"))
 
