@@ -92,8 +92,12 @@ class Checkpointer:
         pp.BestN(get_metric_fn=lambda m: m["valid_nll"], reverse=True, n=1,
                  keep_checkpoints_without_metrics=False),
     ])
+    # best_fn makes orbax store each checkpoint's metrics beside it (the
+    # preservation policy alone keeps them in memory only), so the best step
+    # survives a restart and read-only readers see it.
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, create=not read_only, read_only=read_only,
+        preservation_policy=policy, best_fn=lambda m: m["valid_nll"], best_mode="min",
+        create=not read_only, read_only=read_only,
         enable_async_checkpointing=False, cleanup_tmp_directories=not read_only)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
