@@ -1,0 +1,862 @@
+"""Benchmark: training and sampling speed against a PyTorch reference, and how cost grows.
+
+Run from the repository root:
+
+    python experiments/benchmark.py --quick --torch_sample_frames=48   # ~15 min, see below
+    python experiments/benchmark.py [--dtype=float32|bfloat16] [--out_dir=...] [--name=...]
+
+Expected time on 2 CPU cores at load average 6-9 (other jobs running): `--quick` about
+15 minutes; the full default run well over 35 minutes, because torch with
+set_num_threads(2) on an oversubscribed machine needs up to ~1 s per generated frame
+(bilstm/transformer at batch 64); lower --torch_sample_frames / --sample_repeats, or
+pass --notorch, to bound it. On an idle machine or a GPU the JAX part alone takes a
+few minutes.
+
+It times the library's own programs (no benchmark-only model code):
+  1. training: `train.make_train_step` over `train.init_state` (jit, NamedSharding,
+     donated state, AdamW + clipping) for rnn/lstm/bilstm/transformer at hidden 64,
+     2 layers, batch 64, seq_len 48 and 200; compile time reported separately;
+  2. sampling: `sampling.make_sampler` over `models.decode_step` (one compiled
+     lax.scan), batch 1 and 64, 1024 frames after a 10-frame prime;
+  3. scaling: seconds per training step vs seq_len and vs batch size, seconds per
+     generated frame vs output length (must stay flat), and memory: XLA's buffer
+     assignment of each compiled program, `device.memory_stats()` peak where the
+     backend has it (GPU/TPU), and the process RSS high-water mark otherwise;
+  4. cost: FLOPs and bytes per frame from `Compiled.cost_analysis()`, and the number
+     of ops (kernels) one train step / one generated frame executes, from a profiler
+     trace; from those, what an H100 should reach and what limits it.
+
+PyTorch (experiments/torch_reference.py, the usual eager loop and per-frame sampling
+loop) runs in the same process, interleaved with JAX round by round; ratios are the
+median of per-round ratios. torch uses `torch.set_num_threads(--torch_threads)`
+(default: the number of cores) and, with `--torch_one_thread` (default on), is also
+timed with 1 thread, because an oversubscribed machine can slow torch's OpenMP
+threads down many times; the headline ratio is against the faster torch setting.
+Without torch installed the JAX part still runs. Outputs: NAME.json, NAME.md and
+NAME_*.png in --out_dir. Runs unchanged on GPU/TPU (`--dtype=bfloat16` there).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import glob
+import gzip
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+from absl import app, flags, logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+  sys.path.insert(0, _REPO_ROOT)
+
+from musicgen_jax import parallel, sampling, train  # noqa: E402
+from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES  # noqa: E402
+from musicgen_jax.models import ModelConfig, decode_step, init_carry  # noqa: E402
+
+MODELS = ("rnn", "lstm", "bilstm", "transformer")
+PRIME_FRAMES = 10  # the study primes generation with 10 frames
+NOTES_PER_FRAME = 4.0  # synthetic data: mean sounding notes per frame
+MAX_DURATION_STEPS_DRAWN = 24  # synthetic durations: 1..24 grid steps (up to 2 quarters)
+
+# H100 SXM peak figures used for the accelerator estimate (NVIDIA data sheet, dense).
+H100 = {
+    "fp32_flops": 67e12,  # CUDA cores, no tensor cores
+    "tf32_flops": 495e12,
+    "bf16_flops": 989e12,
+    "hbm_bytes_per_s": 3.35e12,
+    "kernel_launch_s": 4e-6,  # per dependent kernel: launch + tail, small kernels
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+  """What to measure; `quick()` gives the short run."""
+
+  models: tuple[str, ...] = MODELS
+  hidden_size: int = 64  # the study's size
+  num_layers: int = 2
+  num_heads: int = 4
+  dtype: str = "float32"
+  batch_size: int = 64
+  train_seq_lens: tuple[int, ...] = (48, 200)
+  sample_batches: tuple[int, ...] = (1, 64)
+  sample_frames: int = 1024
+  sample_window: int = 48  # seq_len of the sampled models (transformer/bilstm context)
+  repeats: int = 5  # interleaved rounds (JAX, torch, torch 1 thread) per configuration
+  round_seconds: float = 0.6  # aimed length of one timed round per framework
+  sample_repeats: int = 3
+  torch: bool = True
+  torch_threads: int = 0  # 0 = the number of cores
+  torch_one_thread: bool = True
+  torch_sample_frames: int = 256  # the per-frame torch loop is timed over this many frames
+  scaling: bool = True
+  scaling_models: tuple[str, ...] = ("lstm", "transformer")
+  scaling_seq_lens: tuple[int, ...] = (24, 48, 96, 200, 400, 1024)
+  scaling_batches: tuple[int, ...] = (1, 8, 32, 64, 128, 256)
+  scaling_seq_len: int = 48  # seq_len of the batch-size sweep
+  scaling_lengths: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
+  scaling_sample_batch: int = 64
+  scaling_repeats: int = 3
+  count_ops: bool = True  # profile one step / one frame to count executed ops
+  plots: bool = True
+
+  @classmethod
+  def quick(cls, **overrides) -> "BenchConfig":
+    base = dict(train_seq_lens=(48, 200), repeats=3, round_seconds=0.3, sample_repeats=2,
+                sample_frames=256, torch_sample_frames=64,
+                scaling_seq_lens=(24, 96, 400), scaling_batches=(8, 64, 256),
+                scaling_lengths=(256, 1024, 4096), scaling_repeats=2)
+    base.update(overrides)
+    return cls(**base)
+
+
+# Data and small helpers --------------------------------------------------------------------
+
+
+def random_frames(batch: int, time_steps: int, seed: int = 0) -> np.ndarray:
+  """float32[batch, time, 107] synthetic frames: sparse notes, durations on the 1/12 grid."""
+  rng = np.random.default_rng(seed)
+  frames = np.zeros((batch, time_steps, FRAME_DIM), np.float32)
+  frames[..., :NUM_NOTES] = rng.random((batch, time_steps, NUM_NOTES)) < NOTES_PER_FRAME / NUM_NOTES
+  frames[..., DURATION_INDEX] = rng.integers(1, MAX_DURATION_STEPS_DRAWN + 1,
+                                             (batch, time_steps)) / 12.0
+  return frames
+
+
+def load_average() -> list[float]:
+  try:
+    return [round(x, 2) for x in os.getloadavg()]
+  except OSError:
+    return []
+
+
+def rss_peak_bytes() -> int:
+  """The process's resident-set high-water mark (never decreases)."""
+  scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def device_peak_bytes() -> int | None:
+  """Peak bytes in use on the first device where the backend reports it (GPU/TPU)."""
+  stats = jax.local_devices()[0].memory_stats()
+  if not stats:
+    return None
+  return stats.get("peak_bytes_in_use")
+
+
+def xla_memory(compiled) -> dict[str, int] | None:
+  """Bytes of XLA's buffer assignment for a compiled program (arguments, outputs, temps)."""
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  # not every backend implements it
+    return None
+  if m is None:
+    return None
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes -
+           m.alias_size_in_bytes)
+  return {"arguments": int(m.argument_size_in_bytes), "outputs": int(m.output_size_in_bytes),
+          "temps": int(m.temp_size_in_bytes), "total": int(total)}
+
+
+def cost(compiled) -> dict[str, float]:
+  """FLOPs and bytes accessed that XLA counts for one call of a compiled program."""
+  try:
+    analysis = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return {}
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  analysis = analysis or {}
+  return {"flops": float(analysis.get("flops", 0.0)),
+          "bytes": float(analysis.get("bytes accessed", 0.0))}
+
+
+_NOT_OPS = ("ThunkExecutor", "$", "PjitFunction", "Common", "PjRt", "Execute", "Thunk",
+            "ThreadpoolListener", "end: ")
+
+
+def count_executed_ops(call: Callable[[], Any]) -> int | None:
+  """How many XLA ops (CPU thunks; kernels on GPU) one call executes, from a trace."""
+  with tempfile.TemporaryDirectory() as log_dir:
+    try:
+      with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+        jax.block_until_ready(call())
+    except Exception as e:  # pylint: disable=broad-except  # profiler unavailable
+      logging.warning("op count skipped: %s", e)
+      return None
+    paths = glob.glob(os.path.join(log_dir, "**", "*perfetto_trace.json.gz"), recursive=True)
+    if not paths:
+      return None
+    with gzip.open(paths[0]) as f:
+      trace = json.load(f)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  return sum(1 for e in events if e.get("ph") == "X" and
+             not str(e.get("name", "")).startswith(_NOT_OPS))
+
+
+def timed_rounds(fns: dict[str, Callable[[int], None]], per_call: dict[str, float],
+                 repeats: int, round_seconds: float) -> dict[str, list[float]]:
+  """Interleaves the measurements: each round times every fn once, in turn.
+
+  Args:
+    fns: name -> fn(n) running n units of work and waiting for the result.
+    per_call: name -> a first estimate of seconds per unit (to size n).
+    repeats: rounds.
+    round_seconds: aimed wall time of one timed call.
+
+  Returns:
+    name -> seconds per unit, one entry per round.
+  """
+  counts = {k: max(1, int(round(round_seconds / max(per_call[k], 1e-9)))) for k in fns}
+  out = {k: [] for k in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn(counts[name])
+      out[name].append((time.perf_counter() - start) / counts[name])
+  return out
+
+
+def median(xs):
+  return float(statistics.median(xs)) if xs else float("nan")
+
+
+def paired_ratio(slow: list[float], fast: list[float]) -> float:
+  """Median over rounds of slow / fast seconds (how many times faster `fast` is)."""
+  return median([s / f for s, f in zip(slow, fast)])
+
+
+# PyTorch ---------------------------------------------------------------------------------
+
+
+def _torch_module():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    from experiments import torch_reference  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    logging.warning("PyTorch part skipped: %s", e)
+    return None, None
+  return torch, torch_reference
+
+
+# JAX programs ----------------------------------------------------------------------------
+
+
+class Programs:
+  """Compiled programs keyed by their shapes, so sweeps reuse them."""
+
+  def __init__(self, cfg: BenchConfig):
+    self.cfg = cfg
+    self.mesh = parallel.make_mesh()
+    self._cache: dict = {}
+
+  def model_config(self, model: str, seq_len: int) -> ModelConfig:
+    c = self.cfg
+    return ModelConfig(model=model, hidden_size=c.hidden_size, num_layers=c.num_layers,
+                       num_heads=c.num_heads, dtype=c.dtype, seq_len=seq_len)
+
+  def train(self, model: str, seq_len: int, batch: int) -> dict:
+    """{'step': compiled, 'state', 'batch', 'compile_s', 'memory', 'cost'} (state donated)."""
+    key = ("train", model, seq_len, batch)
+    if key not in self._cache:
+      model_cfg = self.model_config(model, seq_len)
+      train_cfg = train.TrainConfig(batch_size=batch, num_steps=1_000_000)
+      optimizer = train.make_optimizer(train_cfg, train_cfg.num_steps)
+      state = parallel.replicate(train.init_state(model_cfg, optimizer, 0), self.mesh)
+      frames = random_frames(batch, seq_len + 1)
+      batch_array = parallel.global_batch(frames, parallel.data_sharding(self.mesh))
+      step = train.make_train_step(model_cfg, train_cfg, train_cfg.num_steps, self.mesh)
+      start = time.perf_counter()
+      compiled = step.lower(state, batch_array).compile()
+      compile_s = time.perf_counter() - start
+      state, metrics = compiled(state, batch_array)  # first run
+      jax.block_until_ready(metrics)
+      if not np.isfinite(float(metrics["loss"])):
+        raise FloatingPointError(f"{model}: non-finite training loss")
+      self._cache[key] = {"step": compiled, "state": state, "batch": batch_array,
+                          "frames": frames, "compile_s": compile_s,
+                          "memory": xla_memory(compiled), "cost": cost(compiled)}
+    return self._cache[key]
+
+  def run_train(self, entry: dict, n: int) -> None:
+    state, batch, step = entry["state"], entry["batch"], entry["step"]
+    for _ in range(n):
+      state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    entry["state"] = state
+
+  def sampler(self, model: str, batch: int, num_frames: int) -> dict:
+    key = ("sample", model, batch, num_frames)
+    if key not in self._cache:
+      model_cfg = self.model_config(model, self.cfg.sample_window)
+      params = self.params(model_cfg)
+      settings = sampling.SampleSettings.from_model_config(model_cfg, num_frames=num_frames)
+
+      def step_fn(frame, carry, params):
+        return decode_step(model_cfg, params, frame, carry)
+
+      sampler = sampling.make_sampler(step_fn, settings)
+      carry = init_carry(model_cfg, batch)
+      prime = jnp.asarray(random_frames(batch, PRIME_FRAMES, seed=1))
+      rng = jax.random.key(0)
+      start = time.perf_counter()
+      compiled = sampler.lower(carry, prime, rng, params).compile()
+      compile_s = time.perf_counter() - start
+      out = compiled(carry, prime, rng, params)
+      out = np.asarray(jax.block_until_ready(out))
+      if out.shape != (batch, PRIME_FRAMES + num_frames, FRAME_DIM) or not np.isfinite(out).all():
+        raise FloatingPointError(f"{model}: bad sample of shape {out.shape}")
+      self._cache[key] = {"run": lambda: compiled(carry, prime, rng, params),
+                          "compile_s": compile_s, "memory": xla_memory(compiled),
+                          "params": params}
+    return self._cache[key]
+
+  def params(self, model_cfg: ModelConfig):
+    from musicgen_jax.models import init_params  # pylint: disable=g-import-not-at-top
+    key = ("params", model_cfg)
+    if key not in self._cache:
+      self._cache[key] = init_params(model_cfg, jax.random.key(0))
+    return self._cache[key]
+
+  def frame_step(self, model: str, batch: int) -> dict:
+    """One generated frame (decode_step + sample_frame, the scan's body) compiled alone."""
+    key = ("frame", model, batch)
+    if key not in self._cache:
+      model_cfg = self.model_config(model, self.cfg.sample_window)
+      settings = sampling.SampleSettings.from_model_config(model_cfg, num_frames=1)
+      params = self.params(model_cfg)
+
+      def one_frame(params, frame, carry, rng):
+        pred, carry = decode_step(model_cfg, params, frame, carry)
+        return sampling.sample_frame(pred, rng, settings), carry
+
+      args = (params, jnp.asarray(random_frames(batch, 1)[:, 0]), init_carry(model_cfg, batch),
+              jax.random.key(0))
+      compiled = jax.jit(one_frame).lower(*args).compile()
+      self._cache[key] = {"compiled": compiled, "args": args, "cost": cost(compiled)}
+    return self._cache[key]
+
+
+# The measurements -------------------------------------------------------------------------
+
+
+def measure_training(cfg: BenchConfig, programs: Programs, torch, ref) -> list[dict]:
+  rows = []
+  for seq_len in cfg.train_seq_lens:
+    for model in cfg.models:
+      entry = programs.train(model, seq_len, cfg.batch_size)
+      fns = {"jax": lambda n, e=entry: programs.run_train(e, n)}
+      per_call = {}
+      start = time.perf_counter()
+      programs.run_train(entry, 1)
+      per_call["jax"] = time.perf_counter() - start
+      if torch is not None:
+        trainer = ref.Trainer(model, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
+        torch_batch = torch.from_numpy(entry["frames"])
+
+        def run_torch(n, threads, trainer=trainer, batch=torch_batch):
+          torch.set_num_threads(threads)
+          for _ in range(n):
+            loss = trainer.step(batch)
+          float(loss)
+
+        settings = {"torch": cfg.torch_threads}
+        if cfg.torch_one_thread and cfg.torch_threads != 1:
+          settings["torch_1thread"] = 1
+        for name, threads in settings.items():
+          fns[name] = lambda n, t=threads, f=run_torch: f(n, t)
+          start = time.perf_counter()
+          fns[name](1)  # warm-up; also sizes the rounds
+          per_call[name] = time.perf_counter() - start
+      times = timed_rounds(fns, per_call, cfg.repeats, cfg.round_seconds)
+      frames_per_step = cfg.batch_size * (seq_len if model != "bilstm" else 1)
+      row = {"model": model, "seq_len": seq_len, "batch_size": cfg.batch_size,
+             "predicted_frames_per_step": frames_per_step,
+             "input_frames_per_step": cfg.batch_size * seq_len,
+             "compile_s": round(entry["compile_s"], 3), "xla_memory_bytes": entry["memory"],
+             "cost_per_step": entry["cost"]}
+      for name, ts in times.items():
+        row[name] = {"step_s": median(ts), "steps_per_s": 1.0 / median(ts),
+                     "frames_per_s": cfg.batch_size * seq_len / median(ts),
+                     "rounds_s": [round(t, 6) for t in ts]}
+      _add_ratios(row, times)
+      rows.append(row)
+      logging.info("train %-11s T=%-4d %s", model, seq_len, _ratio_text(row))
+  return rows
+
+
+def _add_ratios(row: dict, times: dict[str, list[float]]) -> None:
+  """jax/torch speed ratios (> 1: JAX faster), medians of per-round ratios."""
+  for name in ("torch", "torch_1thread"):
+    if name in times:
+      row[f"ratio_vs_{name}"] = paired_ratio(times[name], times["jax"])
+  best = [k for k in ("torch", "torch_1thread") if k in times]
+  if best:
+    fastest = min(best, key=lambda k: median(times[k]))
+    row["ratio_vs_best_torch"] = row[f"ratio_vs_{fastest}"]
+    row["best_torch"] = fastest
+
+
+def _ratio_text(row: dict) -> str:
+  parts = [f"jax {row['jax']['frames_per_s']:.0f} frames/s"]
+  for name in ("torch", "torch_1thread"):
+    if name in row:
+      parts.append(f"{name} {row[name]['frames_per_s']:.0f} (x{row[f'ratio_vs_{name}']:.2f})")
+  return "  ".join(parts)
+
+
+def measure_sampling(cfg: BenchConfig, programs: Programs, torch, ref) -> list[dict]:
+  rows = []
+  for batch in cfg.sample_batches:
+    for model in cfg.models:
+      entry = programs.sampler(model, batch, cfg.sample_frames)
+
+      def run_jax(n, e=entry):
+        for _ in range(n):
+          out = e["run"]()
+        jax.block_until_ready(out)
+
+      fns, per_call, units = {"jax": run_jax}, {}, {"jax": cfg.sample_frames}
+      start = time.perf_counter()
+      run_jax(1)
+      per_call["jax"] = time.perf_counter() - start
+      if torch is not None:
+        tmodel = ref.build(model, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
+        prime = torch.from_numpy(random_frames(batch, PRIME_FRAMES, seed=1))
+
+        def run_torch(n, threads, tmodel=tmodel, prime=prime, model=model):
+          torch.set_num_threads(threads)
+          for _ in range(n):
+            ref.generate(model, tmodel, prime, cfg.torch_sample_frames, cfg.sample_window)
+
+        settings = {"torch": cfg.torch_threads}
+        if cfg.torch_one_thread and cfg.torch_threads != 1:
+          settings["torch_1thread"] = 1
+        for name, threads in settings.items():
+          fns[name] = lambda n, t=threads, f=run_torch: f(n, t)
+          units[name] = cfg.torch_sample_frames
+          start = time.perf_counter()
+          fns[name](1)
+          per_call[name] = time.perf_counter() - start
+      raw = timed_rounds(fns, per_call, cfg.sample_repeats, cfg.round_seconds)
+      times = {k: [t / units[k] for t in ts] for k, ts in raw.items()}  # seconds per frame
+      row = {"model": model, "batch_size": batch, "num_frames": cfg.sample_frames,
+             "window": cfg.sample_window, "compile_s": round(entry["compile_s"], 3),
+             "xla_memory_bytes": entry["memory"]}
+      for name, ts in times.items():
+        row[name] = {"frame_s": median(ts), "frames_per_s": batch / median(ts),
+                     "frames_timed": units[name],
+                     "rounds_s_per_frame": [round(t, 9) for t in ts]}
+      _add_ratios(row, times)
+      rows.append(row)
+      logging.info("sample %-11s B=%-3d %s", model, batch, _ratio_text(row))
+  return rows
+
+
+def measure_scaling(cfg: BenchConfig, programs: Programs) -> dict:
+  """JAX only: step time vs seq_len and batch; time per frame vs output length."""
+  out = {"train_vs_seq_len": [], "train_vs_batch": [], "sample_vs_length": []}
+
+  def time_train(model, seq_len, batch):
+    entry = programs.train(model, seq_len, batch)
+    start = time.perf_counter()
+    programs.run_train(entry, 1)
+    first = time.perf_counter() - start
+    ts = timed_rounds({"jax": lambda n: programs.run_train(entry, n)}, {"jax": first},
+                      cfg.scaling_repeats, cfg.round_seconds)["jax"]
+    return {"model": model, "seq_len": seq_len, "batch_size": batch, "step_s": median(ts),
+            "frames_per_s": batch * seq_len / median(ts), "compile_s": entry["compile_s"],
+            "xla_memory_bytes": entry["memory"], "device_peak_bytes": device_peak_bytes(),
+            "rss_peak_bytes": rss_peak_bytes()}
+
+  # Increasing sizes, so that the RSS high-water mark after each point is its peak.
+  for model in cfg.scaling_models:
+    for seq_len in sorted(cfg.scaling_seq_lens):
+      row = time_train(model, seq_len, cfg.batch_size)
+      out["train_vs_seq_len"].append(row)
+      logging.info("scaling train %s T=%d: %.4f s/step", model, seq_len, row["step_s"])
+    for batch in sorted(cfg.scaling_batches):
+      row = time_train(model, cfg.scaling_seq_len, batch)
+      out["train_vs_batch"].append(row)
+      logging.info("scaling train %s B=%d: %.4f s/step", model, batch, row["step_s"])
+    for length in sorted(cfg.scaling_lengths):
+      entry = programs.sampler(model, cfg.scaling_sample_batch, length)
+
+      def run(n, e=entry):
+        for _ in range(n):
+          o = e["run"]()
+        jax.block_until_ready(o)
+
+      start = time.perf_counter()
+      run(1)
+      first = time.perf_counter() - start
+      ts = timed_rounds({"jax": run}, {"jax": first}, cfg.scaling_repeats,
+                        cfg.round_seconds)["jax"]
+      frame_s = median(ts) / length
+      out["sample_vs_length"].append(
+          {"model": model, "num_frames": length, "batch_size": cfg.scaling_sample_batch,
+           "frame_s": frame_s, "frames_per_s": cfg.scaling_sample_batch / frame_s,
+           "compile_s": entry["compile_s"], "xla_memory_bytes": entry["memory"],
+           "device_peak_bytes": device_peak_bytes(), "rss_peak_bytes": rss_peak_bytes()})
+      logging.info("scaling sample %s N=%d: %.2e s/frame", model, length, frame_s)
+  flatness = {}
+  for model in cfg.scaling_models:
+    pts = [r for r in out["sample_vs_length"] if r["model"] == model]
+    if len(pts) > 1:
+      per = [r["frame_s"] for r in pts]
+      flatness[model] = {"first_to_last": per[-1] / per[0], "max_over_min": max(per) / min(per),
+                         "lengths": [pts[0]["num_frames"], pts[-1]["num_frames"]]}
+  out["frame_time_flatness"] = flatness
+  return out
+
+
+def accelerator_estimate(cfg: BenchConfig, programs: Programs, count_ops: bool) -> list[dict]:
+  """Per-frame FLOPs/bytes (XLA cost analysis) and executed ops -> H100 bounds."""
+  rows = []
+  peak = H100["bf16_flops"] if cfg.dtype == "bfloat16" else H100["tf32_flops"]
+  for model in cfg.models:
+    for kind, seq_len in [("train", cfg.train_seq_lens[0])] + [
+        ("sample", b) for b in cfg.sample_batches]:
+      if kind == "train":
+        entry = programs.train(model, seq_len, cfg.batch_size)
+        c, frames = entry["cost"], cfg.batch_size * seq_len
+        ops = count_executed_ops(lambda e=entry: (programs.run_train(e, 1), e["state"])[1]) \
+            if count_ops else None
+        label = {"kind": "train_step", "model": model, "seq_len": seq_len,
+                 "batch_size": cfg.batch_size}
+      else:
+        batch = seq_len
+        entry = programs.frame_step(model, batch)
+        c, frames = entry["cost"], batch
+        ops = count_executed_ops(lambda e=entry: e["compiled"](*e["args"])) if count_ops else None
+        label = {"kind": "generated_frame", "model": model, "batch_size": batch,
+                 "window": cfg.sample_window}
+      if not c:
+        continue
+      compute_s = c["flops"] / peak
+      memory_s = c["bytes"] / H100["hbm_bytes_per_s"]
+      launch_s = (ops or 0) * H100["kernel_launch_s"]
+      bound = max((compute_s, "compute"), (memory_s, "HBM bandwidth"),
+                  (launch_s, "kernel launches / latency"))
+      rows.append({**label, "flops": c["flops"], "bytes": c["bytes"],
+                   "flops_per_frame": c["flops"] / frames, "bytes_per_frame": c["bytes"] / frames,
+                   "intensity_flops_per_byte": c["flops"] / max(c["bytes"], 1.0),
+                   "executed_ops": ops, "h100_compute_s": compute_s, "h100_memory_s": memory_s,
+                   "h100_launch_s": launch_s, "h100_limit": bound[1],
+                   "h100_frames_per_s_estimate": frames / max(bound[0], 1e-12)})
+  return rows
+
+
+# Reports ---------------------------------------------------------------------------------
+
+
+def run_benchmark(cfg: BenchConfig) -> dict:
+  """Runs every part selected in cfg; returns the JSON-ready results."""
+  torch, ref = _torch_module() if cfg.torch else (None, None)
+  cores = os.cpu_count() or 1
+  if cfg.torch_threads <= 0:
+    cfg = dataclasses.replace(cfg, torch_threads=cores)
+  if torch is not None:
+    torch.set_num_threads(cfg.torch_threads)
+  programs = Programs(cfg)
+  load_before = load_average()
+  started = time.perf_counter()
+  results: dict[str, Any] = {
+      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+      "command": " ".join(shlex.quote(a) for a in sys.argv),
+      "machine": {
+          "platform": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+          "device_count": jax.device_count(), "cpu_cores": cores,
+          "processor": platform.processor() or platform.machine(),
+          "python": platform.python_version(), "jax": jax.__version__,
+          "torch": getattr(torch, "__version__", None),
+          "torch_threads": cfg.torch_threads if torch is not None else None,
+          "load_average_start": load_before},
+      "config": dataclasses.asdict(cfg),
+      "memory_source": ("device memory_stats peak_bytes_in_use" if device_peak_bytes() is not None
+                        else "process RSS high-water mark (resource.getrusage ru_maxrss); "
+                        "per-program: XLA buffer assignment (Compiled.memory_analysis)"),
+  }
+  results["training"] = measure_training(cfg, programs, torch, ref)
+  results["machine"]["load_average_after_training"] = load_average()
+  results["sampling"] = measure_sampling(cfg, programs, torch, ref)
+  results["machine"]["load_average_after_sampling"] = load_average()
+  if cfg.scaling:
+    results["scaling"] = measure_scaling(cfg, programs)
+  results["accelerator_estimate"] = accelerator_estimate(cfg, programs, cfg.count_ops)
+  results["h100_assumptions"] = H100
+  results["machine"]["load_average_end"] = load_average()
+  results["rss_peak_bytes"] = rss_peak_bytes()
+  results["seconds"] = round(time.perf_counter() - started, 1)
+  results["targets"] = check_targets(results)
+  return results
+
+
+def check_targets(results: dict) -> dict:
+  """The issue's targets, evaluated on the ratios against the faster torch setting."""
+  out = {}
+  train_rows = [r for r in results["training"] if "ratio_vs_best_torch" in r]
+  if train_rows:
+    out["training_ge_1.2x"] = {f"{r['model']}@{r['seq_len']}": r["ratio_vs_best_torch"] >= 1.2
+                               for r in train_rows}
+  sample_rows = [r for r in results["sampling"] if "ratio_vs_best_torch" in r and
+                 r["batch_size"] == 64 and r["model"] in ("lstm", "transformer")]
+  if sample_rows:
+    out["sampling_b64_ge_10x"] = {r["model"]: r["ratio_vs_best_torch"] >= 10 for r in sample_rows}
+  flat = results.get("scaling", {}).get("frame_time_flatness", {})
+  if flat:
+    out["frame_time_flat_within_20pct"] = {m: f["max_over_min"] <= 1.2 for m, f in flat.items()}
+  return out
+
+
+def _fmt(x, digits=2):
+  if x is None:
+    return "-"
+  if isinstance(x, float):
+    if x != x:
+      return "-"
+    if abs(x) >= 1000:
+      return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+  return str(x)
+
+
+def _mib(b):
+  return "-" if b is None else f"{b / 2**20:.1f}"
+
+
+def markdown(results: dict, plot_files: list[str]) -> str:
+  m = results["machine"]
+  lines = [
+      "# musicgen-jax benchmark: JAX vs a PyTorch reference, and scaling", "",
+      f"- date: {results['date']}",
+      f"- command: `{results['command']}`",
+      f"- machine: {m['platform']} ({m['device']}), {m['cpu_cores']} CPU cores, "
+      f"{m['processor']}; jax {m['jax']}, torch {m['torch']} "
+      f"(torch.set_num_threads({m['torch_threads']}) = the core count; also timed with 1 thread)",
+      f"- load average (1, 5, 15 min): start {m['load_average_start']}, after training "
+      f"{m.get('load_average_after_training')}, after sampling "
+      f"{m.get('load_average_after_sampling')}, end {m.get('load_average_end')}",
+      f"- model size: hidden {results['config']['hidden_size']}, {results['config']['num_layers']} "
+      f"layers, dtype {results['config']['dtype']} (torch: float32); synthetic frames",
+      f"- total time: {results['seconds']} s; memory: {results['memory_source']}",
+      "",
+      "Ratios are JAX / PyTorch speed (> 1: JAX faster), each the median over interleaved "
+      "rounds of the per-round ratio; `best` is against the faster torch setting "
+      "(threads = cores, or 1 thread).", "",
+      "## Training (make_train_step: forward, backward, clip, AdamW)", "",
+      "| model | seq_len | batch | compile s | JAX steps/s | JAX frames/s | torch frames/s "
+      "| torch 1-thr frames/s | ratio vs torch | ratio vs torch 1-thr | ratio vs best |",
+      "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in results["training"]:
+    lines.append(
+        f"| {r['model']} | {r['seq_len']} | {r['batch_size']} | {_fmt(r['compile_s'])} | "
+        f"{_fmt(r['jax']['steps_per_s'])} | {_fmt(r['jax']['frames_per_s'])} | "
+        f"{_fmt(r.get('torch', {}).get('frames_per_s'))} | "
+        f"{_fmt(r.get('torch_1thread', {}).get('frames_per_s'))} | "
+        f"{_fmt(r.get('ratio_vs_torch'))} | {_fmt(r.get('ratio_vs_torch_1thread'))} | "
+        f"**{_fmt(r.get('ratio_vs_best_torch'))}** |")
+  lines += ["", "Frames/s counts input frames (batch x seq_len) for every model; the bilstm "
+            "predicts one frame per window.", "",
+            "## Sampling (make_sampler over decode_step: one lax.scan)", "",
+            f"JAX generates {results['config']['sample_frames']} frames after a "
+            f"{PRIME_FRAMES}-frame prime; the torch per-frame loop is timed over "
+            f"{results['config']['torch_sample_frames']} frames (its cost per frame is constant "
+            "once the window is full; the shorter run slightly favours torch).", "",
+            "| model | batch | compile s | JAX frames/s | torch frames/s | torch 1-thr frames/s "
+            "| ratio vs torch | ratio vs torch 1-thr | ratio vs best |",
+            "|---|---|---|---|---|---|---|---|---|"]
+  for r in results["sampling"]:
+    lines.append(
+        f"| {r['model']} | {r['batch_size']} | {_fmt(r['compile_s'])} | "
+        f"{_fmt(r['jax']['frames_per_s'])} | {_fmt(r.get('torch', {}).get('frames_per_s'))} | "
+        f"{_fmt(r.get('torch_1thread', {}).get('frames_per_s'))} | "
+        f"{_fmt(r.get('ratio_vs_torch'))} | {_fmt(r.get('ratio_vs_torch_1thread'))} | "
+        f"**{_fmt(r.get('ratio_vs_best_torch'))}** |")
+  sc = results.get("scaling")
+  if sc:
+    lines += ["", "## Scaling (JAX)", "", "### Training step vs seq_len "
+              f"(batch {results['config']['batch_size']}; transformer context = seq_len)", "",
+              "| model | seq_len | s/step | frames/s | XLA buffers MiB | RSS peak MiB |",
+              "|---|---|---|---|---|---|"]
+    for r in sc["train_vs_seq_len"]:
+      lines.append(f"| {r['model']} | {r['seq_len']} | {r['step_s']:.4f} | "
+                   f"{_fmt(r['frames_per_s'])} | {_mib((r['xla_memory_bytes'] or {}).get('total'))} "
+                   f"| {_mib(r['rss_peak_bytes'])} |")
+    lines += ["", f"### Training step vs batch size (seq_len {results['config']['scaling_seq_len']})",
+              "", "| model | batch | s/step | frames/s | XLA buffers MiB |", "|---|---|---|---|---|"]
+    for r in sc["train_vs_batch"]:
+      lines.append(f"| {r['model']} | {r['batch_size']} | {r['step_s']:.4f} | "
+                   f"{_fmt(r['frames_per_s'])} | {_mib((r['xla_memory_bytes'] or {}).get('total'))} |")
+    lines += ["", "### Time per generated frame vs output length "
+              f"(batch {results['config']['scaling_sample_batch']})", "",
+              "| model | frames | s/frame | frames/s | XLA buffers MiB | XLA temps MiB |",
+              "|---|---|---|---|---|---|"]
+    for r in sc["sample_vs_length"]:
+      mem = r["xla_memory_bytes"] or {}
+      lines.append(f"| {r['model']} | {r['num_frames']} | {r['frame_s']:.3e} | "
+                   f"{_fmt(r['frames_per_s'])} | {_mib(mem.get('total'))} | {_mib(mem.get('temps'))} |")
+    lines += ["", "Flatness (max / min time per frame over the lengths): " + ", ".join(
+        f"{k} {v['max_over_min']:.2f}" for k, v in sc["frame_time_flatness"].items()) +
+              ". XLA buffers and temps grow only with the output array [batch, frames, 107] (the "
+              "scan's stacked output and its concatenation with the prime); the loop state "
+              "(carry, KV cache, window) does not depend on the length."]
+  est = results.get("accelerator_estimate")
+  if est:
+    lines += ["", "## Cost per frame and an H100 estimate", "",
+              "FLOPs and bytes from XLA's `cost_analysis()` of the compiled CPU program "
+              "(bytes are an upper bound: a GPU fuses more; a while loop's body is counted "
+              "once, so recurrent train steps are undercounted by about seq_len); executed "
+              "ops counted from a profiler trace of one call (CPU thunks: an upper bound on "
+              "GPU kernels, which fuse more). H100 bounds: FLOPs / "
+              f"{'989 (bf16)' if results['config']['dtype'] == 'bfloat16' else '495 (TF32)'} "
+              "TFLOP/s, bytes / 3.35 TB/s, ops x 4 us per dependent kernel.", "",
+              "| what | model | batch | FLOP/frame | bytes/frame | FLOP/byte | ops | "
+              "compute us | HBM us | launch us | limit | H100 frames/s (est.) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in est:
+      lines.append(
+          f"| {r['kind']} | {r['model']} | {r['batch_size']} | {r['flops_per_frame']:.3g} | "
+          f"{r['bytes_per_frame']:.3g} | {r['intensity_flops_per_byte']:.2f} | "
+          f"{_fmt(r['executed_ops'])} | {r['h100_compute_s'] * 1e6:.2f} | "
+          f"{r['h100_memory_s'] * 1e6:.2f} | {r['h100_launch_s'] * 1e6:.1f} | {r['h100_limit']} | "
+          f"{_fmt(r['h100_frames_per_s_estimate'])} |")
+  if results.get("targets"):
+    lines += ["", "## Targets", "", "```", json.dumps(results["targets"], indent=1), "```"]
+  if plot_files:
+    lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})"
+                                     for p in plot_files]
+  return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, out_dir: str, name: str) -> list[str]:
+  sc = results.get("scaling")
+  if not sc:
+    return []
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    logging.warning("matplotlib missing: no plots")
+    return []
+  panels = [("train_vs_seq_len", "seq_len", "step_s", "training: s/step vs seq_len", True),
+            ("train_vs_batch", "batch_size", "step_s", "training: s/step vs batch", True),
+            ("sample_vs_length", "num_frames", "frame_s", "sampling: s/frame vs length", False)]
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+  for ax, (key, x, y, title, loglog) in zip(axes, panels):
+    for model in sorted({r["model"] for r in sc[key]}):
+      pts = [r for r in sc[key] if r["model"] == model]
+      ax.plot([r[x] for r in pts], [r[y] for r in pts], "o-", label=model)
+    ax.set_xscale("log")
+    if loglog:
+      ax.set_yscale("log")
+    else:
+      ax.set_ylim(bottom=0)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+  m = results["machine"]
+  fig.suptitle(f"musicgen-jax on {m['platform']} ({m['cpu_cores']} cores, load "
+               f"{m['load_average_start']})")
+  fig.tight_layout()
+  path = os.path.join(out_dir, f"{name}_scaling.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return [path]
+
+
+def write_outputs(results: dict, out_dir: str, name: str, plots: bool = True) -> dict[str, str]:
+  os.makedirs(out_dir, exist_ok=True)
+  plot_files = plot(results, out_dir, name) if plots else []
+  paths = {"json": os.path.join(out_dir, f"{name}.json"),
+           "markdown": os.path.join(out_dir, f"{name}.md")}
+  with open(paths["json"], "w") as f:
+    json.dump(results, f, indent=1)
+  with open(paths["markdown"], "w") as f:
+    f.write(markdown(results, plot_files))
+  for i, p in enumerate(plot_files):
+    paths[f"plot_{i}"] = p
+  return paths
+
+
+# The command line ------------------------------------------------------------------------
+
+_QUICK = flags.DEFINE_bool("quick", False, "Shorter run: fewer repeats, lengths and sizes.")
+_MODELS = flags.DEFINE_list("models", list(MODELS), "Models to benchmark.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "JAX compute dtype.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Training batch size.")
+_SEQ_LENS = flags.DEFINE_list("train_seq_lens", ["48", "200"], "Training seq_lens.")
+_SAMPLE_BATCHES = flags.DEFINE_list("sample_batches", ["1", "64"], "Sampling batch sizes.")
+_SAMPLE_FRAMES = flags.DEFINE_integer("sample_frames", None, "Frames generated (default 1024; "
+                                      "256 with --quick).")
+_REPEATS = flags.DEFINE_integer("repeats", None, "Interleaved training rounds per configuration.")
+_SAMPLE_REPEATS = flags.DEFINE_integer("sample_repeats", None,
+                                       "Interleaved sampling rounds per configuration.")
+_TORCH_SAMPLE_FRAMES = flags.DEFINE_integer(
+    "torch_sample_frames", None, "Frames the per-frame torch loop is timed over.")
+_TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch reference too (when installed).")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: cores).")
+_TORCH_ONE = flags.DEFINE_bool("torch_one_thread", True, "Also time torch with 1 thread.")
+_SCALING = flags.DEFINE_bool("scaling", True, "Run the scaling sweeps.")
+_SCALING_MODELS = flags.DEFINE_list("scaling_models", ["lstm", "transformer"],
+                                    "Models in the scaling sweeps.")
+_COUNT_OPS = flags.DEFINE_bool("count_ops", True, "Count executed ops with the profiler.")
+_OUT_DIR = flags.DEFINE_string("out_dir", os.path.join(_REPO_ROOT, "experiments", "results"),
+                               "Where the JSON, markdown and plots go.")
+_NAME = flags.DEFINE_string("name", None, "Output file stem (default benchmark_<backend>).")
+
+
+def config_from_flags() -> BenchConfig:
+  overrides = dict(models=tuple(_MODELS.value), dtype=_DTYPE.value, batch_size=_BATCH.value,
+                   train_seq_lens=tuple(int(x) for x in _SEQ_LENS.value),
+                   sample_batches=tuple(int(x) for x in _SAMPLE_BATCHES.value),
+                   torch=_TORCH.value, torch_threads=_TORCH_THREADS.value,
+                   torch_one_thread=_TORCH_ONE.value, scaling=_SCALING.value,
+                   scaling_models=tuple(_SCALING_MODELS.value), count_ops=_COUNT_OPS.value)
+  if _SAMPLE_FRAMES.value is not None:
+    overrides["sample_frames"] = _SAMPLE_FRAMES.value
+  for flag, field in ((_REPEATS, "repeats"), (_SAMPLE_REPEATS, "sample_repeats"),
+                      (_TORCH_SAMPLE_FRAMES, "torch_sample_frames")):
+    if flag.value is not None:
+      overrides[field] = flag.value
+  unknown = set(overrides["models"]) - set(MODELS)
+  if unknown:
+    raise app.UsageError(f"unknown --models {sorted(unknown)}; choose from {', '.join(MODELS)}")
+  return BenchConfig.quick(**overrides) if _QUICK.value else BenchConfig(**overrides)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cfg = config_from_flags()
+  name = _NAME.value or f"benchmark_{jax.default_backend()}"
+  results = run_benchmark(cfg)
+  paths = write_outputs(results, _OUT_DIR.value, name, plots=cfg.plots)
+  for r in results["training"]:
+    print(f"train  {r['model']:<11} T={r['seq_len']:<4} {_ratio_text(r)}")
+  for r in results["sampling"]:
+    print(f"sample {r['model']:<11} B={r['batch_size']:<3} {_ratio_text(r)}")
+  print(json.dumps({"targets": results["targets"], "outputs": paths}, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)
