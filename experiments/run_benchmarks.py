@@ -182,9 +182,8 @@ def extra_notes_nll(cfg, params, pieces) -> float:
 def best_valid_step(workdir: str, steps_on_disk: list[int]) -> int:
   """The checkpoint with the lowest validation NLL in W/metrics.jsonl among those kept.
 
-  (`Checkpointer.best_step` cannot be used: orbax 0.12 does not persist the
-  metrics given to `CheckpointManager.save`, so it falls back to the latest step;
-  the preservation policy still keeps the best checkpoint while training runs.)
+  (Equivalent to `Checkpointer.best_step`; reading metrics.jsonl also covers
+  runs whose checkpoints were written before they stored their validation NLL.)
   """
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f if line.strip()]

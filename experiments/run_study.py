@@ -146,10 +146,8 @@ def throughput(records: list[dict]) -> float:
 def best_valid_step(workdir: str) -> int:
   """The kept checkpoint with the lowest validation NLL in W/metrics.jsonl.
 
-  (`Checkpointer.best_step`, which the library's default uses, cannot be used:
-  orbax 0.12 does not persist the metrics given to `CheckpointManager.save`, so
-  it falls back to the latest step; the preservation policy still keeps the best
-  checkpoint while training runs.)
+  (Equivalent to `Checkpointer.best_step`; reading metrics.jsonl also covers
+  runs whose checkpoints were written before they stored their validation NLL.)
   """
   from musicgen_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
