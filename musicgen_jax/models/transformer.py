@@ -149,28 +149,32 @@ class SelfAttention(nn.Module):
       mixed = mixed.reshape(batch, blocks * window, *mixed.shape[3:])[:, :time]
     return self.out(mixed)
 
-  def decode(self, x: jax.Array, keys: jax.Array, values: jax.Array,
+  def decode(self, x: jax.Array, keys: jax.Array, values: jax.Array, layer: int,
              position: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Attends from one new position through a ring buffer of the last seq_len keys.
 
     Args:
       x: float[batch, 1, hidden] at absolute position `position`.
-      keys, values: float[batch, seq_len, heads, head_dim]; slot s holds the most
-        recent position p < `position` with p % seq_len == s (RoPE applied).
+      keys, values: float[layers, batch, seq_len, heads, head_dim], every layer's
+        cache; slot s of this `layer` holds the most recent position p < `position`
+        with p % seq_len == s (RoPE applied). Only this layer's new slot is written,
+        in place: the cache is never copied per frame.
+      layer: this block's index.
       position: int32[] the new frame's absolute position.
 
     Returns:
-      float[batch, 1, hidden] and the updated keys and values.
+      float[batch, 1, hidden] and the updated keys and values (all layers).
     """
     window = self.cfg.seq_len
     q, k, v = self._qkv(x, position[None])
     slot = position % window
-    keys = jax.lax.dynamic_update_slice(keys, k.astype(keys.dtype), (0, slot, 0, 0))
-    values = jax.lax.dynamic_update_slice(values, v.astype(values.dtype), (0, slot, 0, 0))
+    at = (layer, 0, slot, 0, 0)
+    keys = jax.lax.dynamic_update_slice(keys, k[None].astype(keys.dtype), at)
+    values = jax.lax.dynamic_update_slice(values, v[None].astype(values.dtype), at)
     # Slots not yet written (only while position < seq_len - 1) are masked.
     valid = jnp.arange(window) <= position
-    weights = _attention_weights(q, keys, valid[None, None, None, :])
-    mixed = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(values.dtype), values)
+    weights = _attention_weights(q, keys[layer], valid[None, None, None, :])
+    mixed = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(values.dtype), values[layer])
     return self.out(mixed), keys, values
 
 
@@ -203,9 +207,10 @@ class Block(nn.Module):
     x = x + self.dropout(h, deterministic=not train)
     return x + self._mlp(x, train)
 
-  def decode(self, x, keys, values, position):
-    """One position: float[batch, 1, hidden] -> same, with the layer's updated cache."""
-    h, keys, values = self.attention.decode(self.attention_norm(x), keys, values, position)
+  def decode(self, x, keys, values, layer, position):
+    """One position: float[batch, 1, hidden] -> same, with this layer's cache slot written."""
+    h, keys, values = self.attention.decode(self.attention_norm(x), keys, values, layer,
+                                            position)
     x = x + h
     return x + self._mlp(x, False), keys, values
 
@@ -289,13 +294,10 @@ class Transformer(nn.Module):
       Prediction with fields [batch, ...] (the next frame) and the updated cache.
     """
     x = self.embed(input_features(frame[:, None, :]).astype(compute_dtype(self.cfg)))
-    new_keys, new_values = [], []
+    keys, values = cache.keys, cache.values
     for layer, block in enumerate(self.blocks):
-      x, keys, values = block.decode(x, cache.keys[layer], cache.values[layer], cache.position)
-      new_keys.append(keys)
-      new_values.append(values)
+      x, keys, values = block.decode(x, keys, values, layer, cache.position)
     prediction = self.heads(self.final_norm(x))
     prediction = jax.tree.map(lambda a: a[:, 0], prediction)
-    cache = KVCache(keys=jnp.stack(new_keys), values=jnp.stack(new_values),
-                    position=cache.position + 1)
+    cache = KVCache(keys=keys, values=values, position=cache.position + 1)
     return prediction, cache
