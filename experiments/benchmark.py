@@ -38,7 +38,6 @@ NAME_*.png in --out_dir. Runs unchanged on GPU/TPU (`--dtype=bfloat16` there).
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import glob
@@ -46,7 +45,6 @@ import gzip
 import json
 import os
 import platform
-import re
 import resource
 import shlex
 import statistics

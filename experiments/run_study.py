@@ -102,19 +102,23 @@ def quick_overrides(settings: dict, train_frames: int, epochs: float) -> dict:
                                       math.ceil(steps / 20))))}
 
 
+def _run_program(cmd: list[str], log_path: str, what: str) -> dict:
+  """Runs one of the project's programs; returns the JSON it prints last."""
+  with open(log_path, "a") as log:
+    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
+                          check=False)
+  if proc.returncode != 0:
+    raise RuntimeError(f"{what} failed ({proc.returncode}); see {log_path}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def train(name: str, flagfile: str, workdir: str, extra: dict) -> dict:
   """Runs the training CLI; returns its printed JSON (plus the command)."""
   cmd = [sys.executable, "-m", "musicgen_jax.train", f"--flagfile={flagfile}",
          f"--workdir={workdir}"] + [f"--{k}={v}" for k, v in extra.items()]
   os.makedirs(workdir, exist_ok=True)
   logging.info("%s: %s", name, " ".join(cmd[1:]))
-  with open(os.path.join(workdir, "train.log"), "a") as log:
-    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
-                          check=False)
-  if proc.returncode != 0:
-    raise RuntimeError(f"training {name} failed ({proc.returncode}); see "
-                       f"{os.path.join(workdir, 'train.log')}")
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = _run_program(cmd, os.path.join(workdir, "train.log"), f"training {name}")
   result["command"] = " ".join(["python"] + cmd[1:])
   return result
 
@@ -123,13 +127,7 @@ def evaluate(workdir: str, samples_dir: str, step: int) -> dict:
   """Runs the evaluation CLI on the test split with --samples; returns its JSON."""
   cmd = [sys.executable, "-m", "musicgen_jax.evaluate", f"--workdir={workdir}", "--split=test",
          f"--samples={samples_dir}", f"--step={step}"]
-  with open(os.path.join(workdir, "evaluate.log"), "a") as log:
-    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
-                          check=False)
-  if proc.returncode != 0:
-    raise RuntimeError(f"evaluating {workdir} failed ({proc.returncode}); see "
-                       f"{os.path.join(workdir, 'evaluate.log')}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return _run_program(cmd, os.path.join(workdir, "evaluate.log"), f"evaluating {workdir}")
 
 
 def read_metrics(workdir: str) -> list[dict]:

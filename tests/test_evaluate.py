@@ -1,6 +1,5 @@
 """The evaluation protocol: hand-computed NLL, and each model's context rule."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp

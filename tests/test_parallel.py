@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from musicgen_jax import train as train_lib
-from toy import toy_config
+
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parallel_run.py")
 
