@@ -2,8 +2,8 @@
 
 Run from the repository root:
 
-    python experiments/benchmark.py --quick --torch_sample_frames=48   # ~15 min, see below
-    python experiments/benchmark.py [--dtype=float32|bfloat16] [--out_dir=...] [--name=...]
+    python -m experiments.benchmark --quick --torch_sample_frames=48   # ~15 min, see below
+    python -m experiments.benchmark [--dtype=float32|bfloat16] [--out_dir=...] [--name=...]
 
 Expected time on 2 CPU cores at load average 6-9 (other jobs running): `--quick` about
 15 minutes; the full default run well over 35 minutes, because torch with
@@ -59,14 +59,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musicgen_jax import parallel, sampling, train
+from musicgen_jax.config import TrainConfig
+from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES
+from musicgen_jax.models import ModelConfig, decode_step, init_carry, init_params
+
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-  sys.path.insert(0, _REPO_ROOT)
-
-from musicgen_jax import parallel, sampling, train  # noqa: E402
-from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES  # noqa: E402
-from musicgen_jax.models import ModelConfig, decode_step, init_carry  # noqa: E402
-
 MODELS = ("rnn", "lstm", "bilstm", "transformer")
 PRIME_FRAMES = 10  # the study primes generation with 10 frames
 NOTES_PER_FRAME = 4.0  # synthetic data: mean sounding notes per frame
@@ -274,18 +272,24 @@ class Programs:
     key = ("train", model, seq_len, batch)
     if key not in self._cache:
       model_cfg = self.model_config(model, seq_len)
-      train_cfg = train.TrainConfig(batch_size=batch, num_steps=1_000_000)
-      optimizer = train.make_optimizer(train_cfg, train_cfg.num_steps)
-      state = parallel.replicate(train.init_state(model_cfg, optimizer, 0), self.mesh)
+      train_cfg = TrainConfig(batch_size=batch, num_steps=1_000_000)
+      state = train.TrainState.create(
+          apply_fn=None, params=init_params(model_cfg, jax.random.key(0)),
+          tx=train.make_optimizer(train_cfg, train_cfg.num_steps))
+      state = parallel.replicate(state.replace(step=jnp.zeros((), jnp.int32)), self.mesh)
       frames = random_frames(batch, seq_len + 1)
-      batch_array = parallel.global_batch(frames, parallel.data_sharding(self.mesh))
-      step = train.make_train_step(model_cfg, train_cfg, train_cfg.num_steps, self.mesh)
+      sharding = parallel.data_sharding(self.mesh)
+      batch_array = {"frames": parallel.global_batch(frames, sharding),
+                     "mask": parallel.global_batch(np.ones((batch, seq_len), np.float32),
+                                                   sharding),
+                     "reset": parallel.global_batch(np.ones((batch,), bool), sharding)}
+      step = train.compiled_step(model_cfg, train_cfg, self.mesh)
       start = time.perf_counter()
       compiled = step.lower(state, batch_array).compile()
       compile_s = time.perf_counter() - start
       state, metrics = compiled(state, batch_array)  # first run
       jax.block_until_ready(metrics)
-      if not np.isfinite(float(metrics["loss"])):
+      if not np.isfinite(float(metrics["nll"]) / float(metrics["count"])):
         raise FloatingPointError(f"{model}: non-finite training loss")
       self._cache[key] = {"step": compiled, "state": state, "batch": batch_array,
                           "frames": frames, "compile_s": compile_s,
@@ -304,7 +308,7 @@ class Programs:
     if key not in self._cache:
       model_cfg = self.model_config(model, self.cfg.sample_window)
       params = self.params(model_cfg)
-      settings = sampling.SampleSettings.from_model_config(model_cfg, num_frames=num_frames)
+      settings = sampling.SampleSettings(num_frames=num_frames)
 
       def step_fn(frame, carry, params):
         return decode_step(model_cfg, params, frame, carry)
@@ -314,19 +318,18 @@ class Programs:
       prime = jnp.asarray(random_frames(batch, PRIME_FRAMES, seed=1))
       rng = jax.random.key(0)
       start = time.perf_counter()
-      compiled = sampler.lower(carry, prime, rng, params).compile()
+      compiled = sampler.lower(carry, prime, rng, None, params).compile()
       compile_s = time.perf_counter() - start
-      out = compiled(carry, prime, rng, params)
+      out = compiled(carry, prime, rng, None, params)
       out = np.asarray(jax.block_until_ready(out))
       if out.shape != (batch, PRIME_FRAMES + num_frames, FRAME_DIM) or not np.isfinite(out).all():
         raise FloatingPointError(f"{model}: bad sample of shape {out.shape}")
-      self._cache[key] = {"run": lambda: compiled(carry, prime, rng, params),
+      self._cache[key] = {"run": lambda: compiled(carry, prime, rng, None, params),
                           "compile_s": compile_s, "memory": xla_memory(compiled),
                           "params": params}
     return self._cache[key]
 
   def params(self, model_cfg: ModelConfig):
-    from musicgen_jax.models import init_params  # pylint: disable=g-import-not-at-top
     key = ("params", model_cfg)
     if key not in self._cache:
       self._cache[key] = init_params(model_cfg, jax.random.key(0))
@@ -337,7 +340,7 @@ class Programs:
     key = ("frame", model, batch)
     if key not in self._cache:
       model_cfg = self.model_config(model, self.cfg.sample_window)
-      settings = sampling.SampleSettings.from_model_config(model_cfg, num_frames=1)
+      settings = sampling.SampleSettings(num_frames=1)
       params = self.params(model_cfg)
 
       def one_frame(params, frame, carry, rng):

@@ -1,14 +1,15 @@
-"""Orbax checkpoints in `W/checkpoints/`, and the config saved beside them.
+"""Orbax checkpoints in `W/checkpoints/`.
 
-Keeps the latest `keep` checkpoints and the one with the best (lowest)
-validation NLL. A checkpoint whose arrays are not all finite is never written.
-Restoring walks back from the newest step: a damaged checkpoint is skipped with
-a warning that names it, never silently replaced by a fresh start.
+A checkpoint holds the train state {step, params, opt_state} (and, for runs that carry
+a recurrent state across steps, that state); `restore_params` reads the parameters alone,
+so scoring and sampling never build an optimizer. Keeps the latest `keep` checkpoints and
+the one with the best (lowest) validation NLL. A checkpoint whose arrays are not all
+finite is never written. Restoring walks back from the newest step: a damaged checkpoint
+is skipped with a warning that names it, never silently replaced by a fresh start.
 """
 
 from __future__ import annotations
 
-import json
 import logging as logging_std
 import os
 import time
@@ -20,7 +21,6 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -36,44 +36,6 @@ logging.get_absl_handler().addFilter(_QuietOrbax())
 
 class CheckpointError(RuntimeError):
   """No usable checkpoint, or one that must not be written."""
-
-
-def ensure_writable_dir(path: str, flag: str) -> None:
-  """Creates `path` and proves it writable, or raises a ValueError naming the flag."""
-  try:
-    os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".write_test_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise ValueError(f"cannot write to --{flag}={path} ({e.strerror or e}); choose "
-                     "another folder") from e
-
-
-def save_config(workdir: str, config: dict) -> None:
-  """Writes `W/config.json` atomically (process 0 only)."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CONFIG_FILE)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(config, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
-
-
-def load_config(workdir: str) -> dict | None:
-  """Reads `W/config.json`, or None when there is none."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise CheckpointError(f"{path} is unreadable ({e}); fix or remove it") from e
 
 
 def all_finite(tree) -> bool:
@@ -103,6 +65,26 @@ class Checkpointer:
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
+
+  def restore_params(self, abstract_params, step: int):
+    """The parameters of checkpoint `step` alone (the optimizer state is not read).
+
+    `abstract_params` (e.g. `jax.eval_shape` of the model's initialiser) gives the
+    structure; a checkpoint that does not fit it is an error naming the step.
+    """
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = {"params": jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), abstract_params)}
+    restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.PyTreeRestore(
+          item=target, restore_args=restore_args, partial_restore=True))
+    except Exception as e:  # orbax/tensorstore raise many types for damaged or foreign files
+      raise CheckpointError(f"checkpoint {step} in {self.directory} cannot be read as this "
+                            f"model's parameters: {type(e).__name__}: {str(e)[:300]}") from e
+    if not all_finite(restored["params"]):
+      raise CheckpointError(f"checkpoint {step} in {self.directory} has non-finite parameters")
+    return restored["params"]
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

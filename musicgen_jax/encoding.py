@@ -21,6 +21,7 @@ Duration modes:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import mido
 import numpy as np
@@ -38,8 +39,40 @@ DURATION_MODES = ("ioi", "note")
 __all__ = [
     "DURATION_INDEX", "DURATION_MODES", "FRAME_DIM", "HIGHEST_PITCH", "LOWEST_PITCH",
     "NUM_NOTES", "EncodeStats", "MidiError", "encode_midi", "frames_to_midi",
-    "frames_to_notes", "midi_to_frames", "notes_to_frames",
+    "duration_classes", "duration_steps", "frame_steps", "frames_to_notes", "midi_to_frames",
+    "notes_to_frames", "pitch_name", "quarters_of_class",
 ]
+
+
+def duration_steps(quarters, steps_per_quarter: int, *, xp=np):
+  """Durations in quarter notes -> whole grid steps (round half to even), as floats.
+
+  `xp` is numpy or jax.numpy, so the codec, the losses and the statistics share it.
+  """
+  return xp.round(xp.asarray(quarters) * steps_per_quarter)
+
+
+def duration_classes(quarters, steps_per_quarter: int, num_classes: int, *, xp=np):
+  """The categorical duration class: class k means (k + 1) / steps_per_quarter quarters.
+
+  Returns int32[...] clip(round(quarters * steps_per_quarter), 1, num_classes) - 1: longer
+  durations fall in the last class, shorter ones (and 0) in the first.
+  """
+  steps = duration_steps(quarters, steps_per_quarter, xp=xp)
+  return (xp.clip(steps, 1, num_classes) - 1).astype(xp.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def quarters_of_class(steps_per_quarter: int, num_classes: int) -> np.ndarray:
+  """float32[num_classes]: class k -> (k + 1) / steps_per_quarter quarter notes.
+
+  Divided on the host, so each value is the correctly rounded float32 quotient (a compiled
+  division by a constant may become a multiplication by its reciprocal, one ulp off): the
+  value the codec writes. Read-only.
+  """
+  table = np.arange(1, num_classes + 1, dtype=np.float32) / np.float32(steps_per_quarter)
+  table.flags.writeable = False
+  return table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +85,8 @@ class EncodeStats:
   dropped_out_of_range: int  # notes with pitch outside 21..126
   dropped_drums: int  # notes on the drum channel (skipped unless include_drums)
   merged_duplicates: int  # same pitch struck twice on one quantised onset
+  tempo_bpm: float = midi_lib.DEFAULT_TEMPO_BPM  # the source's first tempo
+  time_signature: str = midi_lib.DEFAULT_TIME_SIGNATURE  # its first time signature
 
 
 def _check_settings(steps_per_quarter: int, duration_mode: str) -> None:
@@ -152,6 +187,8 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
       dropped_out_of_range=int((~in_range).sum()),
       dropped_drums=int(dropped_drums),
       merged_duplicates=int(pitches.size - num_notes),
+      tempo_bpm=notes.tempo_bpm,
+      time_signature=notes.time_signature,
   )
   return frames, stats
 
@@ -182,36 +219,61 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
   return frames
 
 
+def frame_steps(frames: np.ndarray, steps_per_quarter: int = 12) -> np.ndarray:
+  """int64[T + 1]: where each frame starts on the grid as decoding plays it, then the end.
+
+  A frame lasts its duration rounded to the grid (at least one step when it has notes);
+  the running time advances by it.
+  """
+  frames = _check_frames(frames)
+  steps = duration_steps(frames[:, DURATION_INDEX], steps_per_quarter).astype(np.int64)
+  has_notes = (frames[:, :NUM_NOTES] > 0.5).any(axis=1)
+  steps = np.where(has_notes, np.maximum(steps, 1), steps)
+  return np.concatenate([[0], np.cumsum(steps)])
+
+
 def frames_to_notes(frames: np.ndarray, *, steps_per_quarter: int = 12,
                     duration_mode: str = "ioi") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Decodes frames into notes on the grid.
 
-  A note is on where `frame[i] > 0.5`. Each frame's notes start at the running
-  time and last the frame's duration (rounded to the grid, at least one step);
-  the running time then advances by the duration. The modes decode alike: in
-  "note" mode this plays frames back to back.
+  A note is on where `frame[i] > 0.5`. Each frame's notes start at the running time
+  and last the frame's duration (see `frame_steps`). Both duration modes decode alike
+  ("note" frames play back to back); `duration_mode` is only checked.
 
   Returns:
     (onset_steps int64[N], end_steps int64[N], pitches int64[N]).
   """
   _check_settings(steps_per_quarter, duration_mode)
   frames = _check_frames(frames)
-  steps = np.rint(frames[:, DURATION_INDEX] * steps_per_quarter).astype(np.int64)
-  active = frames[:, :NUM_NOTES] > 0.5
-  has_notes = active.any(axis=1)
-  steps = np.where(has_notes, np.maximum(steps, 1), steps)
-  starts = np.concatenate([[0], np.cumsum(steps)[:-1]])
-  frame_index, note_index = np.nonzero(active)
+  starts = frame_steps(frames, steps_per_quarter)
+  frame_index, note_index = np.nonzero(frames[:, :NUM_NOTES] > 0.5)
   onsets = starts[frame_index]
-  return onsets, onsets + steps[frame_index], note_index.astype(np.int64) + LOWEST_PITCH
+  ends = starts[frame_index + 1]
+  return onsets, ends, note_index.astype(np.int64) + LOWEST_PITCH
+
+
+NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def pitch_name(pitch: int | None) -> str:
+  """MIDI pitch -> scientific name: 60 -> 'C4', 21 -> 'A0'; None -> '-'."""
+  if pitch is None:
+    return "-"
+  return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
 
 
 def frames_to_midi(frames: np.ndarray, *, tempo_bpm: float = 120.0, velocity: int = 80,
                    steps_per_quarter: int = 12, duration_mode: str = "ioi",
-                   ticks_per_beat: int = 480) -> mido.MidiFile:
-  """Decodes frames float32[T, 107] into a type-0 mido.MidiFile (piano, channel 1)."""
+                   ticks_per_beat: int = 480,
+                   time_signature: str | None = None) -> mido.MidiFile:
+  """Decodes frames float32[T, 107] into a type-0 mido.MidiFile (piano, channel 1).
+
+  Both duration modes decode alike; `duration_mode` is accepted (and checked) so that
+  callers can pass the mode the frames were encoded with.
+  """
   onsets, ends, pitches = frames_to_notes(frames, steps_per_quarter=steps_per_quarter,
                                           duration_mode=duration_mode)
   to_ticks = lambda steps: np.rint(steps * ticks_per_beat / steps_per_quarter).astype(np.int64)
   return midi_lib.write_notes(to_ticks(onsets), to_ticks(ends), pitches, velocity=velocity,
-                              ticks_per_beat=ticks_per_beat, tempo_bpm=tempo_bpm)
+                              ticks_per_beat=ticks_per_beat, tempo_bpm=tempo_bpm,
+                              time_signature=time_signature)

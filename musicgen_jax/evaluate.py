@@ -1,170 +1,187 @@
 """The evaluation protocol, one implementation for every model, and its CLI.
 
-For each held-out piece every frame except the first is predicted from the
-frames before it:
-  rnn, lstm     the recurrent state runs over the whole piece;
-  transformer   each prediction sees at most the `seq_len` frames before it
-                (a strict sliding window: its trained context);
-  bilstm        each prediction reads the (up to) `seq_len` frames before it.
-Every predicted frame is scored by `losses.frame_terms`, summed over the split
-and divided by the number of predicted frames (frame-weighted).
+For each held-out piece every frame except the first is predicted from the frames before
+it, with the context the model defines for itself (`models.context`):
 
-    python -m musicgen_jax.evaluate --workdir=W --split=test
-    python -m musicgen_jax.evaluate --workdir=W --split=test --samples=O
+  state   (rnn, lstm)   the recurrent state runs over the whole piece;
+  field   (transformer) every prediction sees its whole receptive field (each layer
+                        attends to the last seq_len positions), exactly as when sampling;
+  window  (bilstm)      each prediction reads the (up to) seq_len frames before it.
 
-With --samples, the MIDI files in O (e.g. what `musicgen_jax.sample` wrote) are
-compared with the split by `music_stats.compare_midi_dir` (music statistics and
-the overlap of intra-/inter-set distance distributions), under "music_stats".
+Pieces are scored in chunks of at most `chunk` frames per row (the state carried from
+chunk to chunk, or each chunk preceded by the receptive field it needs), so memory is
+bounded by rows x chunk, never by a piece's length. Every predicted frame is scored by
+`losses.frame_terms`, summed over the split and divided by the number of predicted frames
+(frame-weighted).
+
+    python -m musicgen_jax.evaluate --workdir=W --split=test [--samples=O]
+
+With --samples, the MIDI files in O (e.g. what `musicgen_jax.sample` wrote) are compared
+with the split by `music_stats.compare_midi_dir` (music statistics and the overlap of
+intra-/inter-set distance distributions), under "music_stats".
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from musicgen_jax import losses
+from musicgen_jax import cli, losses, models
 from musicgen_jax.encoding import FRAME_DIM
-from musicgen_jax.models import ModelConfig, apply_model
+from musicgen_jax.models import FIELD, STATE, ModelConfig, apply_model
 
 METRIC_KEYS = ("nll", "nll_notes", "nll_duration", "tp", "fp", "fn", "count")
-MIN_BUCKET = 64  # shortest padded piece length (whole-piece models)
+CHUNK = 512  # frames per row and compiled call
+MIN_CHUNK = 64  # shortest padded row (fewer shapes to compile for short pieces)
+WINDOW_ROWS_PER_PIECE_ROW = 16  # windowed models: windows per compiled call / batch_size
 
 
 def _frames_of(piece) -> np.ndarray:
-  frames = piece.frames if hasattr(piece, "frames") else piece
-  frames = np.asarray(frames, np.float32)
+  frames = np.asarray(getattr(piece, "frames", piece), np.float32)
   if frames.ndim != 2 or frames.shape[1] != FRAME_DIM:
     raise ValueError(f"a piece must be [T, {FRAME_DIM}], got {frames.shape}")
   return frames
 
 
+def _padded_length(length: int, chunk: int) -> int:
+  """Rows shorter than a chunk are padded to a power of two (few compiled shapes)."""
+  if length >= chunk:
+    return chunk
+  return max(MIN_CHUNK, 1 << int(np.ceil(np.log2(max(length, 1)))))
+
+
 @functools.lru_cache(maxsize=None)
-def _scorer(cfg: ModelConfig, with_lengths: bool):
-  """jit(params, inputs, targets, mask[, lengths]) -> metric sums."""
+def _scorer(cfg: ModelConfig, with_carry: bool, with_lengths: bool):
+  """jit(params, inputs, targets, mask[, lengths][, carry]) -> sums[, carry]."""
 
-  def score(params, inputs, targets, mask, lengths=None):
-    pred = apply_model(cfg, params, inputs, lengths=lengths)
-    _, sums = losses.loss_and_metrics(pred, targets, mask, cfg)
-    return sums
+  def score(params, inputs, targets, mask, lengths=None, carry=None):
+    out = apply_model(cfg, params, inputs, lengths=lengths, carry=carry)
+    pred, carry = out if carry is not None else (out, None)
+    _, sums = losses.loss_and_metrics(pred, targets, mask)
+    return (sums, carry) if carry is not None else sums
 
+  if with_carry:
+    return jax.jit(lambda p, x, y, m, carry: score(p, x, y, m, carry=carry))
   if with_lengths:
-    return jax.jit(score)
-  return jax.jit(lambda params, inputs, targets, mask: score(params, inputs, targets, mask))
+    return jax.jit(lambda p, x, y, m, lengths: score(p, x, y, m, lengths=lengths))
+  return jax.jit(lambda p, x, y, m: score(p, x, y, m))
 
 
-def _add(total: dict, sums) -> None:
-  for k in METRIC_KEYS:
-    total[k] += float(sums[k])
+class _Totals:
+  def __init__(self):
+    self.sums = {k: 0.0 for k in METRIC_KEYS}
+
+  def add(self, sums) -> None:
+    sums = jax.device_get(sums)
+    for k in METRIC_KEYS:
+      self.sums[k] += float(sums[k])
 
 
-def _whole_pieces(cfg, params, pieces, batch_size, total):
-  """rnn/lstm: one pass over each piece, pieces padded to power-of-two buckets."""
-  score = _scorer(cfg, False)
+def _rows(batch: int, width: int):
+  inputs = np.zeros((batch, width, FRAME_DIM), np.float32)
+  return inputs, np.zeros_like(inputs), np.zeros((batch, width), np.float32)
+
+
+def _score_with_state(cfg, params, pieces, rows_per_call, chunk, totals):
+  """Recurrent models: groups of pieces, chunk by chunk, the state carried between chunks."""
+  score = _scorer(cfg, True, False)
   order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
-  buckets: dict[int, list[np.ndarray]] = {}
-  for i in order:
-    length = len(pieces[i]) - 1
-    bucket = max(MIN_BUCKET, 1 << math.ceil(math.log2(max(length, 1))))
-    buckets.setdefault(bucket, []).append(pieces[i])
-  for bucket, group in buckets.items():
-    for start in range(0, len(group), batch_size):
-      chunk = group[start:start + batch_size]
-      inputs = np.zeros((batch_size, bucket, FRAME_DIM), np.float32)
-      targets = np.zeros_like(inputs)
-      mask = np.zeros((batch_size, bucket), np.float32)
-      for row, frames in enumerate(chunk):
-        n = len(frames) - 1
-        inputs[row, :n] = frames[:-1]
-        targets[row, :n] = frames[1:]
-        mask[row, :n] = 1.0
-      _add(total, score(params, inputs, targets, mask))
+  for start in range(0, len(order), rows_per_call):
+    group = [pieces[i] for i in order[start:start + rows_per_call]]
+    longest = max(len(f) - 1 for f in group)
+    width = _padded_length(longest, chunk)
+    carry = models.init_carry(cfg, rows_per_call)
+    for offset in range(0, longest, width):
+      inputs, targets, mask = _rows(rows_per_call, width)
+      for row, frames in enumerate(group):
+        end = min(offset + width, len(frames) - 1)
+        if end > offset:
+          inputs[row, :end - offset] = frames[offset:end]
+          targets[row, :end - offset] = frames[offset + 1:end + 1]
+          mask[row, :end - offset] = 1.0
+      sums, carry = score(params, inputs, targets, mask, carry)
+      totals.add(sums)
 
 
-def _windows(cfg, params, pieces, batch_size, total):
-  """transformer: every target sees at most the seq_len frames before it, exactly.
-
-  The first window of a piece (frames 0 .. seq_len - 1) scores all of its
-  outputs, whose contexts all start at frame 0; every later target t is scored
-  from its own window t - seq_len .. t - 1. (With several layers, one pass over
-  a long piece would let information reach further back than seq_len frames
-  through the per-layer banded attention, beyond what training ever showed.)
-  """
-  score = _scorer(cfg, False)
-  width = cfg.seq_len
-  rows = []  # (piece index, window start, first scored output index in window)
+def _score_with_field(cfg, params, pieces, rows_per_call, chunk, field, totals):
+  """Finite receptive field: each chunk of targets is read with the field before it."""
+  score = _scorer(cfg, False, False)
+  width_max = field - 1 + chunk
+  segments = []  # (piece, first input, first scored input, end input)
   for index, frames in enumerate(pieces):
-    n = len(frames) - 1  # predicted frames: targets 1..n
-    rows.append((index, 0, 0))
-    rows.extend((index, t - width, width - 1) for t in range(width + 1, n + 1))
-  for start in range(0, len(rows), batch_size):
-    block = rows[start:start + batch_size]
-    inputs = np.zeros((batch_size, width, FRAME_DIM), np.float32)
-    targets = np.zeros_like(inputs)
-    mask = np.zeros((batch_size, width), np.float32)
-    for row, (index, s, first) in enumerate(block):
+    n = len(frames) - 1  # inputs 0..n-1 predict frames 1..n
+    for a in range(0, n, chunk):
+      segments.append((index, max(0, a - field + 1), a, min(a + chunk, n)))
+  segments.sort(key=lambda s: s[3] - s[1])
+  for start in range(0, len(segments), rows_per_call):
+    block = segments[start:start + rows_per_call]
+    width = min(width_max, _padded_length(max(e - c for _, c, _, e in block), width_max))
+    inputs, targets, mask = _rows(rows_per_call, width)
+    for row, (index, c, a, e) in enumerate(block):
       frames = pieces[index]
-      e = min(s + width, len(frames) - 1)
-      inputs[row, :e - s] = frames[s:e]
-      targets[row, :e - s] = frames[s + 1:e + 1]
-      mask[row, first:e - s] = 1.0
-    _add(total, score(params, inputs, targets, mask))
+      inputs[row, :e - c] = frames[c:e]
+      targets[row, :e - c] = frames[c + 1:e + 1]
+      mask[row, a - c:e - c] = 1.0
+    totals.add(score(params, inputs, targets, mask))
 
 
-def _preceding_windows(cfg, params, pieces, batch_size, total):
-  """bilstm: each target t reads frames max(0, t - seq_len) .. t - 1 (right padded)."""
-  score = _scorer(cfg, True)
-  seq_len = cfg.seq_len
+def _score_windows(cfg, params, pieces, rows_per_call, window, totals):
+  """Windowed models: each target t reads frames max(0, t - window) .. t - 1."""
+  score = _scorer(cfg, False, True)
   targets_index = [(i, t) for i, frames in enumerate(pieces) for t in range(1, len(frames))]
-  for start in range(0, len(targets_index), batch_size):
-    block = targets_index[start:start + batch_size]
-    inputs = np.zeros((batch_size, seq_len, FRAME_DIM), np.float32)
-    targets = np.zeros((batch_size, 1, FRAME_DIM), np.float32)
-    mask = np.zeros((batch_size, 1), np.float32)
-    lengths = np.ones((batch_size,), np.int32)
+  for start in range(0, len(targets_index), rows_per_call):
+    block = targets_index[start:start + rows_per_call]
+    inputs = np.zeros((rows_per_call, window, FRAME_DIM), np.float32)
+    targets = np.zeros((rows_per_call, 1, FRAME_DIM), np.float32)
+    mask = np.zeros((rows_per_call, 1), np.float32)
+    lengths = np.ones((rows_per_call,), np.int32)
     for row, (i, t) in enumerate(block):
-      frames = pieces[i]
-      s = max(0, t - seq_len)
-      inputs[row, :t - s] = frames[s:t]
+      s = max(0, t - window)
+      inputs[row, :t - s] = pieces[i][s:t]
       lengths[row] = t - s
-      targets[row, 0] = frames[t]
+      targets[row, 0] = pieces[i][t]
       mask[row, 0] = 1.0
-    _add(total, score(params, inputs, targets, mask, lengths))
+    totals.add(score(params, inputs, targets, mask, lengths))
 
 
-def evaluate_pieces(cfg: ModelConfig, params, pieces: Sequence, *,
-                    batch_size: int = 16) -> dict:
+def evaluate_pieces(cfg: ModelConfig, params, pieces: Sequence, *, batch_size: int = 16,
+                    chunk: int = CHUNK) -> dict:
   """Scores every frame but the first of each piece; frame-weighted totals.
 
   Args:
     cfg: the model config.
     params: model parameters (host or replicated device arrays).
     pieces: Pieces (with .frames) or arrays float32[T, 107].
-    batch_size: pieces (or windows) per compiled call.
+    batch_size: rows per compiled call (pieces, or chunks of pieces).
+    chunk: frames per row and call; memory is bounded by batch_size x chunk.
 
   Returns:
     {'nll', 'nll_notes', 'nll_duration' (nats per predicted frame),
      'note_accuracy' (TP / (TP + FP + FN) at 0.5), 'num_frames'}.
   """
-  frames = [_frames_of(p) for p in pieces]
-  frames = [f for f in frames if len(f) >= 2]
+  if batch_size < 1 or chunk < 1:
+    raise ValueError(f"--eval_batch_size and the chunk must be positive, got {batch_size} "
+                     f"and {chunk}")
+  frames = [f for f in map(_frames_of, pieces) if len(f) >= 2]
   if not frames:
     raise ValueError("nothing to evaluate: no piece has two or more frames")
-  total = {k: 0.0 for k in METRIC_KEYS}
-  if cfg.model == "bilstm":
-    _preceding_windows(cfg, params, frames, batch_size * 16, total)
-  elif cfg.model == "transformer":
-    _windows(cfg, params, frames, batch_size * 16, total)
+  totals = _Totals()
+  context = models.context(cfg)
+  if context.kind == STATE:
+    _score_with_state(cfg, params, frames, batch_size, chunk, totals)
+  elif context.kind == FIELD:
+    _score_with_field(cfg, params, frames, batch_size, chunk, context.frames, totals)
   else:
-    _whole_pieces(cfg, params, frames, batch_size, total)
+    _score_windows(cfg, params, frames, batch_size * WINDOW_ROWS_PER_PIECE_ROW, context.frames,
+                   totals)
+  total = totals.sums
   count = total["count"]
   hits = total["tp"] + total["fp"] + total["fn"]
   return {
@@ -176,45 +193,28 @@ def evaluate_pieces(cfg: ModelConfig, params, pieces: Sequence, *,
   }
 
 
-# The command line ----------------------------------------------------------------------
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "Training workdir holding config.json and checkpoints/.")
-  flags.DEFINE_enum("split", "test", ["train", "valid", "test"], "Which split to score.")
-  flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the best by "
-                       "validation NLL, else the latest).")
-  flags.DEFINE_integer("eval_batch_size", 16, "Pieces per compiled evaluation call.")
-  flags.DEFINE_string("samples", None, "Folder of generated MIDI files (e.g. the sampler's "
-                      "--out_dir): adds their music statistics against the split's, and "
-                      "the per-feature overlap, to the JSON as 'music_stats'.")
-
-
 def evaluate_workdir(workdir: str, split: str = "test", step: int | None = None,
                      batch_size: int = 16, samples_dir: str | None = None) -> dict:
-  """Loads W's config and checkpoint, scores `split`, writes W/eval_<split>.json.
+  """Scores `split` with W's best (or `step`'s) parameters.
 
   With samples_dir, also compares the MIDI files there with the split's pieces
   (`music_stats.compare_midi_dir`) and adds the report as result['music_stats'].
   """
-  from musicgen_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  from musicgen_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
 
   if samples_dir and not os.path.isdir(samples_dir):
     raise FileNotFoundError(f"--samples={samples_dir} is not a folder; point it at the folder "
                             "the sampler wrote")
-  config = train_lib.load_run_config(workdir)
-  params, restored_step = train_lib.load_params(workdir, config, step=step)
-  dataset = load_dataset(config.data)
-  pieces = dataset[split]
+  run = workdir_lib.load_run(workdir, step)
+  config = run.config
+  pieces = load_dataset(config.data)[split]
   if not pieces:
     raise ValueError(f"the {split} split of {config.data.dataset} is empty; "
                      "choose another --split or change the split fractions")
   start = time.perf_counter()
-  result = evaluate_pieces(config.model, params, pieces, batch_size=batch_size)
-  result.update({"split": split, "step": restored_step, "num_pieces": len(pieces),
+  result = evaluate_pieces(config.model, run.params, pieces, batch_size=batch_size)
+  result.update({"split": split, "step": run.step, "num_pieces": len(pieces),
                  "model": config.model.model, "seconds": round(time.perf_counter() - start, 3)})
   if samples_dir:
     from musicgen_jax import music_stats  # pylint: disable=g-import-not-at-top
@@ -222,31 +222,55 @@ def evaluate_workdir(workdir: str, split: str = "test", step: int | None = None,
         samples_dir, pieces, steps_per_quarter=config.data.steps_per_quarter,
         duration_mode=config.data.duration_mode,
         max_duration_steps=config.model.max_duration_steps)
+  return result
+
+
+def write_result(workdir: str, split: str, result: dict) -> str:
+  """Writes W/eval_<split>.json atomically (process 0); returns its path."""
+  path = os.path.join(workdir, f"eval_{split}.json")
   if jax.process_index() == 0:
-    path = os.path.join(workdir, f"eval_{split}.json")
     with open(path + ".tmp", "w") as f:
       json.dump(result, f, indent=2)
       f.write("\n")
     os.replace(path + ".tmp", path)
-  return result
+  return path
 
 
-def main(argv):
-  del argv
-  if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required (the folder a training run wrote)")
+# The command line ----------------------------------------------------------------------
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("workdir", None, "Training workdir holding config.json and checkpoints/.",
+                      flag_values=flag_values)
+  flags.DEFINE_enum("split", "test", ["train", "valid", "test"], "Which split to score.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the best by "
+                       "validation NLL, else the latest).", flag_values=flag_values)
+  flags.DEFINE_integer("eval_batch_size", 16, "Rows (pieces or chunks of pieces) per compiled "
+                       "evaluation call; memory grows with it.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_string("samples", None, "Folder of generated MIDI files (e.g. the sampler's "
+                      "--out_dir): adds their music statistics against the split's, and "
+                      "the per-feature overlap, to the JSON as 'music_stats'.",
+                      flag_values=flag_values)
+
+
+def main(flag_values: flags.FlagValues) -> None:
+  cli.require(flag_values, "workdir")
+  result = evaluate_workdir(flag_values.workdir, flag_values.split, flag_values.step,
+                            flag_values.eval_batch_size, samples_dir=flag_values.samples)
+  print(json.dumps(result), flush=True)  # the result first: it survives a failed write
   try:
-    result = evaluate_workdir(FLAGS.workdir, FLAGS.split, FLAGS.step, FLAGS.eval_batch_size,
-                              samples_dir=FLAGS.samples)
-  except (ValueError, OSError, RuntimeError) as e:
-    logging.error("%s", e)
-    sys.exit(f"error: {e}")
-  print(json.dumps(result))
+    path = write_result(flag_values.workdir, flag_values.split, result)
+  except OSError as e:
+    raise cli.Failure(f"cannot write eval_{flag_values.split}.json in --workdir="
+                      f"{flag_values.workdir} ({e.strerror or e}); the result is printed "
+                      "above") from e
+  logging.info("wrote %s", path)
 
 
 def run():
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ class MidiError(ValueError):
   """Unreadable or invalid MIDI; the message names the file and why."""
 
 
+DEFAULT_TEMPO_BPM = 120.0  # a Standard MIDI File without a tempo event plays at 120 bpm
+DEFAULT_TIME_SIGNATURE = "4/4"
+
+
 @dataclasses.dataclass(frozen=True)
 class NoteTable:
   """Notes of one file in ticks, sorted by onset.
@@ -40,6 +44,8 @@ class NoteTable:
   pitches, velocities, channels: int32[N].
   ticks_per_beat: ticks per quarter note.
   end_tick: the tick of the file's last event (where unclosed notes end).
+  tempo_bpm: the file's first tempo (120 when it sets none).
+  time_signature: its first time signature as "numerator/denominator" ("4/4" when none).
   """
 
   onsets: np.ndarray
@@ -49,6 +55,8 @@ class NoteTable:
   channels: np.ndarray
   ticks_per_beat: int
   end_tick: int
+  tempo_bpm: float = DEFAULT_TEMPO_BPM
+  time_signature: str = DEFAULT_TIME_SIGNATURE
 
 
 def source_name(source: MidiSource, name: str | None = None) -> str:
@@ -124,14 +132,53 @@ def _check_header(data: bytes, name: str) -> None:
     pos += 8 + length
 
 
+@dataclasses.dataclass
+class _Events:
+  """A file's note events in play order, and what else encoding reports."""
+
+  notes: list  # (tick, kind, track, order, channel, pitch, velocity); kind 0 off, 1 on
+  end_tick: int = 0
+  tempo: tuple | None = None  # (tick, track, order, bpm) of the first tempo
+  time_signature: tuple | None = None  # (tick, track, order, "n/d")
+
+
+def _collect_events(midi: mido.MidiFile, name: str) -> _Events:
+  """Every track's events in absolute ticks; absurd delta times are a MidiError."""
+  max_tick = MAX_FILE_QUARTERS * int(midi.ticks_per_beat)
+  events = _Events(notes=[])
+  for track_index, track in enumerate(midi.tracks):
+    tick = 0
+    for order, msg in enumerate(track):
+      tick += msg.time
+      if tick > max_tick:
+        raise MidiError(f"{name}: absurd delta times (an event at tick {tick}, over "
+                        f"{MAX_FILE_QUARTERS} quarter notes into the file)")
+      where = (tick, track_index, order)
+      if msg.type == "note_on" or msg.type == "note_off":
+        is_on = int(msg.type == "note_on" and msg.velocity > 0)
+        events.notes.append((tick, is_on, track_index, order, msg.channel, msg.note,
+                             msg.velocity if is_on else 0))
+      elif msg.type == "set_tempo" and msg.tempo > 0:
+        if events.tempo is None or where < events.tempo[:3]:
+          events.tempo = where + (float(mido.tempo2bpm(msg.tempo)),)
+      elif msg.type == "time_signature":
+        if events.time_signature is None or where < events.time_signature[:3]:
+          events.time_signature = where + (f"{msg.numerator}/{msg.denominator}",)
+    events.end_tick = max(events.end_tick, tick)
+  # At one tick offs come first (kind 0 < 1): an on and an off of one pitch at the same
+  # tick re-strike it, whatever their order in the file.
+  events.notes.sort()
+  return events
+
+
 def read_notes(source: MidiSource, *, include_drums: bool = False,
                name: str | None = None) -> tuple[NoteTable, int]:
   """Reads the notes of a MIDI file.
 
-  Tracks are merged in time order (type 0 and 1 alike; type 2 tracks are
-  treated the same way). A note-off, or a note-on with velocity 0, closes the
-  oldest open note of the same channel and pitch; notes never closed end at
-  the file's last event.
+  Tracks are merged in time order (type 0 and 1 alike; type 2 tracks are treated
+  the same way); at one tick note-offs apply before note-ons. A note-off, or a
+  note-on with velocity 0, closes the oldest open note of the same channel and
+  pitch; notes never closed end at the file's last event.
 
   Returns:
     (notes, dropped_drums): the notes, and how many drum-channel notes were
@@ -139,69 +186,55 @@ def read_notes(source: MidiSource, *, include_drums: bool = False,
   """
   name = source_name(source, name)
   midi = read_midi(source, name=name)
-  tpb = int(midi.ticks_per_beat)
-  max_tick = MAX_FILE_QUARTERS * tpb
-
-  # (tick, track, index-in-track) orders events stably across tracks.
-  events = []  # (tick, track, order, kind, channel, pitch, velocity); kind 0 off, 1 on
-  end_tick = 0
-  for track_index, track in enumerate(midi.tracks):
-    tick = 0
-    for order, msg in enumerate(track):
-      tick += msg.time
-      if tick > max_tick:
-        raise MidiError(
-            f"{name}: absurd delta times (an event at tick {tick}, over "
-            f"{MAX_FILE_QUARTERS} quarter notes into the file)")
-      kind = msg.type
-      if kind == "note_on":
-        events.append((tick, track_index, order, 1 if msg.velocity > 0 else 0,
-                       msg.channel, msg.note, msg.velocity))
-      elif kind == "note_off":
-        events.append((tick, track_index, order, 0, msg.channel, msg.note, 0))
-    end_tick = max(end_tick, tick)
-  events.sort()
-
+  events = _collect_events(midi, name)
   open_notes: dict[tuple[int, int], collections.deque] = collections.defaultdict(
       collections.deque)
   onsets, ends, pitches, velocities, channels = [], [], [], [], []
   dropped_drums = 0
-  for tick, _, _, is_on, channel, pitch, velocity in events:
+  for tick, is_on, _, _, channel, pitch, velocity in events.notes:
     if channel == DRUM_CHANNEL and not include_drums:
       dropped_drums += is_on
-      continue
-    if is_on:
+    elif is_on:
       open_notes[(channel, pitch)].append(len(onsets))
       onsets.append(tick)
       ends.append(-1)
       pitches.append(pitch)
       velocities.append(velocity)
       channels.append(channel)
-    else:
-      queue = open_notes.get((channel, pitch))
-      if queue:
-        ends[queue.popleft()] = tick
+    elif open_notes.get((channel, pitch)):
+      ends[open_notes[(channel, pitch)].popleft()] = tick
   ends_arr = np.asarray(ends, dtype=np.int64)
-  ends_arr[ends_arr < 0] = end_tick
+  ends_arr[ends_arr < 0] = events.end_tick
   notes = NoteTable(
-      onsets=np.asarray(onsets, dtype=np.int64),
-      ends=ends_arr,
+      onsets=np.asarray(onsets, dtype=np.int64), ends=ends_arr,
       pitches=np.asarray(pitches, dtype=np.int32),
       velocities=np.asarray(velocities, dtype=np.int32),
       channels=np.asarray(channels, dtype=np.int32),
-      ticks_per_beat=tpb,
-      end_tick=end_tick,
-  )
+      ticks_per_beat=int(midi.ticks_per_beat), end_tick=events.end_tick,
+      tempo_bpm=events.tempo[3] if events.tempo else DEFAULT_TEMPO_BPM,
+      time_signature=events.time_signature[3] if events.time_signature else
+      DEFAULT_TIME_SIGNATURE)
   return notes, dropped_drums
+
+
+def _time_signature_message(text: str) -> mido.MetaMessage:
+  try:
+    numerator, denominator = (int(x) for x in text.split("/"))
+    return mido.MetaMessage("time_signature", numerator=numerator, denominator=denominator,
+                            time=0)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"time_signature must look like '3/4', got {text!r}") from e
 
 
 def write_notes(onsets: np.ndarray, ends: np.ndarray, pitches: np.ndarray, *,
                 velocity: int = 80, ticks_per_beat: int = 480,
-                tempo_bpm: float = 120.0, program: int = 0) -> mido.MidiFile:
+                tempo_bpm: float = 120.0, program: int = 0,
+                time_signature: str | None = None) -> mido.MidiFile:
   """Writes notes (ticks) as a type-0 MIDI file on channel 1.
 
   At the same tick note-offs come before note-ons, so a pitch re-struck where
-  it ends reads back as two notes in any reader.
+  it ends reads back as two notes in any reader. The tempo (and a time signature,
+  when given) open the track.
   """
   if not 1 <= velocity <= 127:
     raise ValueError(f"velocity must be in 1..127, got {velocity}")
@@ -217,6 +250,8 @@ def write_notes(onsets: np.ndarray, ends: np.ndarray, pitches: np.ndarray, *,
   events.sort()
   track = mido.MidiTrack()
   track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm), time=0))
+  if time_signature:
+    track.append(_time_signature_message(time_signature))
   track.append(mido.Message("program_change", program=program, channel=0, time=0))
   now = 0
   for tick, is_on, pitch in events:

@@ -13,9 +13,7 @@ import importlib.util
 
 import numpy as np
 
-from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES, frames_to_notes
-
-NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+from musicgen_jax.encoding import FRAME_DIM, frame_steps, frames_to_notes, pitch_name
 PRIME_COLOR = "0.45"  # notes of the prime: grey
 SAMPLE_COLOR = "tab:blue"  # generated notes
 PRIME_SHADE = "0.92"  # background of the prime region
@@ -31,14 +29,8 @@ def available() -> bool:
   return importlib.util.find_spec("matplotlib") is not None
 
 
-def pitch_name(pitch: int) -> str:
-  """MIDI pitch -> scientific name, e.g. 60 -> 'C4', 21 -> 'A0'."""
-  return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
-
-
 def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
-               prime_frames: int = 0, steps_per_quarter: int = 12,
-               duration_mode: str = "ioi") -> str:
+               prime_frames: int = 0, steps_per_quarter: int = 12) -> str:
   """Draws frames as a piano roll (time in quarter notes, MIDI pitch) into a PNG.
 
   Notes are placed as `frames_to_midi` plays them: each frame's notes start at the
@@ -51,7 +43,6 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
     title: the figure title.
     prime_frames: how many leading frames were given rather than generated (0 = none).
     steps_per_quarter: the grid the durations are on.
-    duration_mode: "ioi" or "note", as the frames were encoded.
 
   Returns:
     `path`.
@@ -67,22 +58,12 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
     raise ValueError(f"prime_frames must be in 0..{frames.shape[0]}, got {prime_frames}")
   # Lazy: matplotlib is an optional extra. The Agg canvas needs no display.
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.collections import PolyCollection  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
-  onsets, ends, pitches = frames_to_notes(frames, steps_per_quarter=steps_per_quarter,
-                                          duration_mode=duration_mode)
-  onsets_q = onsets / steps_per_quarter
-  ends_q = ends / steps_per_quarter
-  # Where the prime ends in time: the running time after its last frame.
-  durations = frames[:, DURATION_INDEX].astype(np.float64)
-  steps = np.rint(durations * steps_per_quarter).astype(np.int64)
-  has_notes = (frames[:, :NUM_NOTES] > 0.5).any(axis=1)
-  steps = np.where(has_notes, np.maximum(steps, 1), steps)
-  frame_starts_q = np.concatenate([[0], np.cumsum(steps)]) / steps_per_quarter
-  prime_end_q = float(frame_starts_q[prime_frames])
-  total_q = max(float(frame_starts_q[-1]), float(ends_q.max()) if ends_q.size else 0.0, 1.0)
-
+  onsets, ends, pitches = frames_to_notes(frames, steps_per_quarter=steps_per_quarter)
+  starts_q = frame_steps(frames, steps_per_quarter) / steps_per_quarter
+  prime_end_q = float(starts_q[prime_frames])  # the running time after the prime
+  total_q = max(float(starts_q[-1]), 1.0)
   width = float(np.clip(total_q / QUARTERS_PER_INCH, MIN_WIDTH_IN, MAX_WIDTH_IN))
   fig = Figure(figsize=(width, HEIGHT_IN), dpi=DPI)
   FigureCanvasAgg(fig)
@@ -92,21 +73,9 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
     ax.axvline(prime_end_q, color=PRIME_COLOR, linestyle="--", linewidth=0.8, zorder=1)
     ax.text(0.0, 1.0, f"prime: {prime_frames} frames", transform=ax.get_xaxis_transform(),
             va="bottom", ha="left", fontsize=8, color=PRIME_COLOR)
-  # One rectangle per note; a note belongs to the prime when its frame does.
-  in_prime = onsets_q < prime_end_q if prime_frames else np.zeros(onsets.shape, bool)
-  boxes = [[(x0, y - 0.4), (x1, y - 0.4), (x1, y + 0.4), (x0, y + 0.4)]
-           for x0, x1, y in zip(onsets_q, ends_q, pitches)]
-  colors = [PRIME_COLOR if p else SAMPLE_COLOR for p in in_prime]
-  if boxes:
-    ax.add_collection(PolyCollection(boxes, facecolors=colors, edgecolors="none", zorder=2))
-    low, high = int(pitches.min()) - PITCH_MARGIN, int(pitches.max()) + PITCH_MARGIN
-  else:
-    low, high = 21, 108  # an empty roll shows the piano's range
+  _draw_notes(ax, onsets / steps_per_quarter, ends / steps_per_quarter, pitches, prime_end_q,
+              bool(prime_frames))
   ax.set_xlim(0.0, total_q)
-  ax.set_ylim(low - 0.5, high + 0.5)
-  c_pitches = [p for p in range(low, high + 1) if p % 12 == 0]
-  ax.set_yticks(c_pitches, [pitch_name(p) for p in c_pitches])
-  ax.grid(axis="y", color="0.85", linewidth=0.5, zorder=0)
   ax.set_xlabel("time (quarter notes)")
   ax.set_ylabel("pitch")
   if title:
@@ -114,3 +83,21 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
   fig.tight_layout()
   fig.savefig(path, format="png")
   return path
+
+
+def _draw_notes(ax, onsets_q, ends_q, pitches, prime_end_q: float, has_prime: bool) -> None:
+  """One rectangle per note (grey in the prime, blue after it); C pitches labelled."""
+  from matplotlib.collections import PolyCollection  # pylint: disable=g-import-not-at-top
+  in_prime = onsets_q < prime_end_q if has_prime else np.zeros(onsets_q.shape, bool)
+  boxes = [[(x0, y - 0.4), (x1, y - 0.4), (x1, y + 0.4), (x0, y + 0.4)]
+           for x0, x1, y in zip(onsets_q, ends_q, pitches)]
+  if boxes:
+    colors = [PRIME_COLOR if p else SAMPLE_COLOR for p in in_prime]
+    ax.add_collection(PolyCollection(boxes, facecolors=colors, edgecolors="none", zorder=2))
+    low, high = int(pitches.min()) - PITCH_MARGIN, int(pitches.max()) + PITCH_MARGIN
+  else:
+    low, high = 21, 108  # an empty roll shows the piano's range
+  ax.set_ylim(low - 0.5, high + 0.5)
+  c_pitches = [p for p in range(low, high + 1) if p % 12 == 0]
+  ax.set_yticks(c_pitches, [pitch_name(p) for p in c_pitches])
+  ax.grid(axis="y", color="0.85", linewidth=0.5, zorder=0)

@@ -1,13 +1,13 @@
-"""Training: the train state, sharded train steps, the loop, and its CLI.
+"""Training: the train step, the loop, and its CLI.
 
     python -m musicgen_jax.train --model=lstm --dataset=bach_chorales \
         --seq_len=48 --batch_size=64 --num_steps=2000 --workdir=W
 
 The batch is sharded over a `data` mesh axis with `jax.jit` + `NamedSharding`
-(`--parallel=jit`, the default); `--parallel=pmap` is the legacy path and gives
-the same losses. Running again on the same W resumes from the newest intact
-checkpoint and ends exactly where an uninterrupted run ends: batches and RNG
-are functions of (seed, step) alone.
+(`--parallel=jit`, the default); `--parallel=pmap` is the legacy path and runs the same
+step body. Running again on the same W resumes from the newest intact checkpoint and
+ends exactly where an uninterrupted run ends: batches and RNG are functions of
+(seed, step) alone, and a state carried across steps is checkpointed with the model.
 """
 
 from __future__ import annotations
@@ -16,120 +16,86 @@ import dataclasses
 import functools
 import json
 import math
-import os
-import sys
+import queue
+import signal
+import threading
 import time
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import flags, logging
+from flax.training import train_state
 
 from musicgen_jax import checkpoint as ckpt_lib
-from musicgen_jax import evaluate as eval_lib
-from musicgen_jax import losses, parallel
-from musicgen_jax.data import DataConfig
-from musicgen_jax.models import ModelConfig, apply_model, init_params, is_causal
+from musicgen_jax import cli, losses, models, parallel
+from musicgen_jax import workdir as workdir_lib
+from musicgen_jax.config import RunConfig, TrainConfig, define_run_flags, resume
+from musicgen_jax.evaluate import evaluate_pieces
+from musicgen_jax.models import ModelConfig, apply_model, init_params
 
-METRICS_FILE = "metrics.jsonl"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """How to train; saved with the model and data configs in W/config.json."""
-
-  batch_size: int = 64  # global batch, split over every device of every process
-  num_steps: int = 2000
-  num_epochs: float = 0.0  # > 0 overrides num_steps (an epoch ~ every train frame once)
-  learning_rate: float = 3e-3
-  weight_decay: float = 1e-4
-  warmup_steps: int = 100
-  grad_clip: float = 1.0  # global-norm clipping; 0 disables
-  seed: int = 0  # model init, batches and dropout all follow from it
-  transpose_range: int = 0  # random transposition in +-semitones (0 = off)
-  parallel: str = "jit"  # 'jit' (NamedSharding) or 'pmap' (legacy)
-  log_every: int = 50
-  eval_every: int = 500  # validation NLL (the evaluation protocol); 0 = only at the end
-  checkpoint_every: int = 500
-  keep_checkpoints: int = 3  # latest kept; the best by validation NLL is kept too
-
-  def __post_init__(self):
-    for name in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
-    if self.num_steps < 1 and self.num_epochs <= 0:
-      raise ValueError("set --num_steps to a positive number (or --num_epochs)")
-    if self.learning_rate <= 0:
-      raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}")
-    if self.parallel not in ("jit", "pmap"):
-      raise ValueError(f"--parallel must be jit or pmap, got {self.parallel!r}")
-    if self.transpose_range < 0:
-      raise ValueError(f"--transpose_range must be >= 0, got {self.transpose_range}")
-    if self.eval_every < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
-      raise ValueError("--eval_every, --warmup_steps and --grad_clip must be >= 0")
+PREFETCH = 2  # batches prepared ahead of the step that needs them
 
 
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-  model: ModelConfig
-  data: DataConfig
-  train: TrainConfig
+class TrainState(train_state.TrainState):
+  """Flax's TrainState plus `carry`: the recurrent state carried across steps (or None)."""
 
-  def to_json(self) -> dict:
-    return {"model": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
-            "train": dataclasses.asdict(self.train)}
-
-  @classmethod
-  def from_json(cls, d: dict) -> "RunConfig":
-    return cls(model=ModelConfig(**d["model"]), data=DataConfig(**d["data"]),
-               train=TrainConfig(**d["train"]))
+  carry: Any = None
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array  # int32[]
-  params: Any
-  opt_state: Any
+def checkpoint_tree(state: TrainState) -> dict:
+  """What a checkpoint holds: {step, params, opt_state} and, when there is one, carry."""
+  tree = {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+  if state.carry is not None:
+    tree["carry"] = state.carry
+  return tree
 
 
-class NonFiniteLossError(RuntimeError):
-  pass
+def from_checkpoint_tree(template: TrainState, tree: dict) -> TrainState:
+  return template.replace(step=tree["step"], params=tree["params"],
+                          opt_state=tree["opt_state"], carry=tree.get("carry"))
+
+
+class NonFiniteError(RuntimeError):
+  """The training loss or the validation NLL is not finite."""
+
+
+NonFiniteLossError = NonFiniteError
 
 
 def make_optimizer(cfg: TrainConfig, num_steps: int) -> optax.GradientTransformation:
-  """AdamW with global-norm clipping and linear warm-up + cosine decay."""
+  """AdamW with global-norm clipping, linear warm-up, then cosine decay or constant."""
   warmup = min(cfg.warmup_steps, max(num_steps - 1, 0))
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0 if warmup else cfg.learning_rate, peak_value=cfg.learning_rate,
-      warmup_steps=warmup, decay_steps=max(num_steps, warmup + 1),
-      end_value=cfg.learning_rate * 0.01)
+  if cfg.lr_schedule == "cosine":
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if warmup else cfg.learning_rate, peak_value=cfg.learning_rate,
+        warmup_steps=warmup, decay_steps=max(num_steps, warmup + 1),
+        end_value=cfg.learning_rate * 0.01)
+  else:
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, cfg.learning_rate, max(warmup, 1)),
+         optax.constant_schedule(cfg.learning_rate)], [warmup]) if warmup else cfg.learning_rate
   parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
   parts.append(optax.adamw(schedule, weight_decay=cfg.weight_decay))
   return optax.chain(*parts)
 
 
-def init_state(model_cfg: ModelConfig, optimizer, seed: int) -> TrainState:
-  params = init_params(model_cfg, jax.random.key(seed))
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params))
+def train_window(config: RunConfig) -> int:
+  """Frames predicted per training row: --train_window, else the model's choice."""
+  if config.train.train_window:
+    return config.train.train_window
+  return models.default_train_window(config.model)
 
 
-def _loss(params, batch, rng, model_cfg: ModelConfig, train: bool = True):
-  """batch: float32[B, seq_len + 1, 107] windows -> (mean NLL per frame, metric sums)."""
-  inputs = batch[:, :-1]
-  targets = batch[:, 1:] if is_causal(model_cfg) else batch[:, -1:]
-  pred = apply_model(model_cfg, params, inputs, train=train, rng=rng)
-  mask = jnp.ones(targets.shape[:-1], jnp.float32)
-  return losses.loss_and_metrics(pred, targets, mask, model_cfg)
-
-
-def _update(state: TrainState, grads, optimizer) -> TrainState:
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                    opt_state=opt_state)
+def num_train_steps(config: RunConfig, train_frames: int) -> int:
+  """--num_epochs as steps (an epoch predicts about every training frame once), or --num_steps."""
+  cfg = config.train
+  if cfg.num_epochs > 0:
+    frames_per_step = cfg.batch_size * train_window(config)
+    return max(1, math.ceil(cfg.num_epochs * train_frames / frames_per_step))
+  return cfg.num_steps
 
 
 def _dropout_rng(seed: int, step):
@@ -137,93 +103,211 @@ def _dropout_rng(seed: int, step):
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), step)
 
 
-@functools.lru_cache(maxsize=16)
-def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig, num_steps: int, mesh):
-  """The pure jit train step: (state, batch) -> (state, metrics), state donated.
+def window_loss(cfg: ModelConfig, params, batch: dict, rng, carry, denominator):
+  """Summed NLL over the batch's real targets / denominator, (metric sums, new carry)."""
+  frames = batch["frames"]
+  inputs = frames[:, :-1]
+  targets, mask = (frames[:, 1:], batch["mask"]) if models.is_causal(cfg) else (
+      frames[:, -1:], batch["mask"][:, -1:])
+  if carry is None:
+    pred = apply_model(cfg, params, inputs, train=True, rng=rng)
+  else:
+    reset = batch["reset"]
+    carry = jax.tree.map(lambda c: jnp.where(reset.reshape((-1,) + (1,) * (c.ndim - 1)), 0, c),
+                         carry)
+    pred, carry = apply_model(cfg, params, inputs, train=True, rng=rng, carry=carry)
+    carry = jax.lax.stop_gradient(carry)
+  _, sums = losses.loss_and_metrics(pred, targets, mask)
+  return sums["nll"] / jnp.maximum(denominator, 1.0), (sums, carry)
 
-  Cached on its (hashable) settings, so runs in one process share the compile.
+
+def train_step(state: TrainState, batch: dict, *, model_cfg: ModelConfig, seed: int,
+               axis_name: str | None = None) -> tuple[TrainState, dict]:
+  """One update; pure. Returns the new state and metric sums (host divides by 'count')."""
+  rng = _dropout_rng(seed, state.step)
+  count = jnp.sum(batch["mask"] if models.is_causal(model_cfg) else batch["mask"][:, -1:])
+  if axis_name is not None:  # pmap: the loss of the whole batch, summed across devices
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    count = jax.lax.psum(count, axis_name)
+  grad_fn = jax.value_and_grad(window_loss, argnums=1, has_aux=True)
+  (_, (sums, carry)), grads = grad_fn(model_cfg, state.params, batch, rng, state.carry, count)
+  if axis_name is not None:
+    grads = jax.lax.psum(grads, axis_name)
+    sums = jax.lax.psum(sums, axis_name)
+  state = state.apply_gradients(grads=grads).replace(carry=carry)
+  return state, dict(sums, grad_norm=optax.tree.norm(grads))
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_step(model_cfg: ModelConfig, train_cfg: TrainConfig, mesh):
+  """The jit train step, the state donated; cached across runs in one process.
+
+  The batch is sharded over the mesh's `data` axis; the parameters and optimizer state
+  are replicated and a carried state is sharded by rows, as `_Placement` puts them, and
+  the outputs keep those shardings.
   """
-  optimizer = make_optimizer(train_cfg, num_steps)
-
-  def train_step(state: TrainState, batch):
-    rng = _dropout_rng(train_cfg.seed, state.step)
-    (loss, _), grads = jax.value_and_grad(_loss, has_aux=True)(
-        state.params, batch, rng, model_cfg)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-    return _update(state, grads, optimizer), metrics
-
-  rep = parallel.replicated(mesh)
-  return jax.jit(train_step, in_shardings=(rep, parallel.data_sharding(mesh)),
-                 out_shardings=(rep, rep), donate_argnums=0)
+  del mesh  # part of the cache key: a new mesh compiles anew
+  step = functools.partial(train_step, model_cfg=model_cfg, seed=train_cfg.seed)
+  return jax.jit(step, donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=16)
-def make_pmap_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig, num_steps: int):
-  """The legacy pmap step: per-device means, gradients averaged with pmean."""
-  optimizer = make_optimizer(train_cfg, num_steps)
-
-  def train_step(state: TrainState, batch):
-    rng = _dropout_rng(train_cfg.seed, state.step)
-    rng = jax.random.fold_in(rng, jax.lax.axis_index(parallel.DATA_AXIS))
-    (loss, _), grads = jax.value_and_grad(_loss, has_aux=True)(
-        state.params, batch, rng, model_cfg)
-    grads = jax.lax.pmean(grads, parallel.DATA_AXIS)
-    loss = jax.lax.pmean(loss, parallel.DATA_AXIS)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-    return _update(state, grads, optimizer), metrics
-
-  return jax.pmap(train_step, axis_name=parallel.DATA_AXIS, donate_argnums=0)
+def compiled_pmap_step(model_cfg: ModelConfig, train_cfg: TrainConfig):
+  step = functools.partial(train_step, model_cfg=model_cfg, seed=train_cfg.seed,
+                           axis_name=parallel.DATA_AXIS)
+  return jax.pmap(step, axis_name=parallel.DATA_AXIS, donate_argnums=0)
 
 
-def steps_for(cfg: TrainConfig, model_cfg: ModelConfig, train_frames: int) -> int:
-  """--num_epochs converted to steps: one epoch predicts about every training frame once."""
-  if cfg.num_epochs > 0:
-    return max(1, math.ceil(cfg.num_epochs * train_frames / (cfg.batch_size * model_cfg.seq_len)))
-  return cfg.num_steps
+def _initial_carry(config: RunConfig) -> Any:
+  """The zero state of every row this process trains, when state is carried."""
+  if not config.train.carry_state:
+    return None
+  return models.init_carry(config.model, config.train.batch_size // jax.process_count())
 
 
-def _append_metrics(workdir: str, record: dict) -> None:
-  if jax.process_index() != 0:
-    return
-  with open(os.path.join(workdir, METRICS_FILE), "a") as f:
-    f.write(json.dumps(record) + "\n")
+class _Placement:
+  """How states and batches meet the devices: jit with shardings, or pmap."""
+
+  def __init__(self, config: RunConfig):
+    self.config, self.pmap = config, config.train.parallel == "pmap"
+    self.mesh = parallel.make_mesh()
+
+  def step_fn(self):
+    cfg = self.config
+    if self.pmap:
+      return compiled_pmap_step(cfg.model, cfg.train)
+    return compiled_step(cfg.model, cfg.train, self.mesh)
+
+  def put_state(self, state: TrainState) -> TrainState:
+    carry, state = state.carry, state.replace(carry=None)
+    if self.pmap:
+      n = jax.local_device_count()
+      state = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), state)
+      carry = None if carry is None else jax.tree.map(parallel.pmap_split, carry)
+      return state.replace(carry=carry)
+    state = parallel.replicate(state, self.mesh)
+    sharding = parallel.data_sharding(self.mesh)
+    carry = None if carry is None else jax.tree.map(
+        lambda c: parallel.global_batch(np.asarray(c), sharding), carry)
+    return state.replace(carry=carry)
+
+  def put_batch(self, batch: dict) -> dict:
+    if self.pmap:
+      return jax.tree.map(parallel.pmap_split, batch)
+    sharding = parallel.data_sharding(self.mesh)
+    return {k: parallel.global_batch(v, sharding) for k, v in batch.items()}
+
+  def host_state(self, state: TrainState) -> TrainState:
+    """The state as checkpointed: one copy of the parameters; the carry as global rows."""
+    if not self.pmap:
+      return state
+    carry = state.carry
+    state = jax.tree.map(lambda x: x[0], state.replace(carry=None))
+    if carry is not None:
+      carry = jax.tree.map(lambda c: np.asarray(c).reshape((-1,) + c.shape[2:]), carry)
+    return state.replace(carry=carry)
 
 
-def _truncate_metrics(workdir: str, last_step: int) -> None:
-  """On resume, drops records past the restored step (they will be logged again)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if jax.process_index() != 0 or not os.path.exists(path):
-    return
-  with open(path) as f:
-    kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
-  with open(path + ".tmp", "w") as f:
-    f.writelines(kept)
-  os.replace(path + ".tmp", path)
+class _Prefetcher:
+  """Prepares (and places on devices) the batches of the next steps in a thread."""
+
+  def __init__(self, make_batch, steps: range, depth: int = PREFETCH):
+    self._queue: queue.Queue = queue.Queue(maxsize=depth)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(make_batch, steps), daemon=True)
+    self._thread.start()
+
+  def _run(self, make_batch, steps):
+    for step in steps:
+      try:
+        item = make_batch(step)
+      except Exception as e:  # pylint: disable=broad-except  # handed to the loop
+        item = e
+      while not self._stop.is_set():
+        try:
+          self._queue.put(item, timeout=0.1)
+          break
+        except queue.Full:
+          continue
+      if self._stop.is_set() or isinstance(item, Exception):
+        return
+
+  def next(self):
+    item = self._queue.get()
+    if isinstance(item, Exception):
+      raise item
+    return item
+
+  def close(self):
+    self._stop.set()
 
 
-def load_run_config(workdir: str) -> RunConfig:
-  stored = ckpt_lib.load_config(workdir)
-  if stored is None:
-    raise FileNotFoundError(f"{workdir} has no {ckpt_lib.CONFIG_FILE}: train there first "
-                            "(python -m musicgen_jax.train --workdir=...)")
-  return RunConfig.from_json(stored)
+class _Meter:
+  """Training loss and throughput over the steps since the last log line."""
+
+  def __init__(self, frames_per_step: int, num_steps: int):
+    self.frames_per_step, self.num_steps = frames_per_step, num_steps
+    self.pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet read
+    self.restart()
+
+  def restart(self):
+    self.start, self.steps, self.nll, self.count = time.perf_counter(), 0, 0.0, 0.0
+
+  def add(self, step: int, metrics: dict) -> None:
+    self.pending.append((step, metrics))
+    self.steps += 1
+
+  def drain(self) -> None:
+    """Reads the pending metrics; raises NonFiniteError naming the first bad step."""
+    first = lambda x: float(np.asarray(x).reshape(-1)[0])  # pmap: every device holds the sum
+    for step, metrics in jax.device_get(self.pending):
+      nll, count = first(metrics["nll"]), first(metrics["count"])
+      loss = nll / max(count, 1.0)
+      if not math.isfinite(loss):
+        raise NonFiniteError(f"non-finite training loss ({loss}) at step {step}")
+      self.nll, self.count = self.nll + nll, self.count + count
+    self.pending = []
+
+  def record(self, done: int) -> dict:
+    elapsed = max(time.perf_counter() - self.start, 1e-9)
+    return {"step": done, "train_loss": self.nll / max(self.count, 1.0),
+            "frames_per_s": self.steps * self.frames_per_step / elapsed,
+            "steps_per_s": self.steps / elapsed,
+            "eta_s": (self.num_steps - done) * elapsed / max(self.steps, 1)}
 
 
-def load_params(workdir: str, config: RunConfig, step: int | None = None):
-  """The parameters of `step`, else the best-by-validation (or latest) checkpoint."""
-  checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints,
-                                       read_only=True)
-  if not checkpointer.all_steps():
-    raise ckpt_lib.CheckpointError(f"{workdir} has no checkpoint yet; train first or check "
-                                   "--workdir")
-  if step is None:
-    step = checkpointer.best_step()
-  optimizer = make_optimizer(config.train, max(config.train.num_steps, 1))
-  target = jax.eval_shape(lambda: init_state(config.model, optimizer, config.train.seed))
-  restored = checkpointer.restore(target, step=step)
-  checkpointer.close()
-  state, step = restored
-  return state.params, step
+def _every(n: int, done: int) -> bool:
+  return n > 0 and done % n == 0
+
+
+@dataclasses.dataclass
+class _Run:
+  """What the loop needs, prepared and checked before anything is written."""
+
+  config: RunConfig
+  workdir: str
+  num_steps: int
+  batches: Any
+  valid: list
+  window: int
+
+
+def prepare(config: RunConfig, workdir: str, dataset=None) -> _Run:
+  """Checks the run can start (data, sizes, devices) without writing to W."""
+  from musicgen_jax.data import StreamBatches, WindowBatches  # pylint: disable=g-import-not-at-top
+  parallel.check_batch_size(config.train.batch_size)
+  if dataset is None:
+    dataset = _load_dataset_once(config.data)
+  if not dataset["train"]:
+    raise ValueError("the train split is empty; add music or lower --valid_fraction/--test_fraction")
+  window = train_window(config)
+  kind = StreamBatches if config.train.carry_state else WindowBatches
+  batches = kind(dataset["train"], window, config.train.batch_size, config.train.seed,
+                 transpose_range=config.train.transpose_range,
+                 process_index=jax.process_index(), process_count=jax.process_count())
+  train_frames = sum(len(p.frames) for p in dataset["train"])
+  return _Run(config=config, workdir=workdir, num_steps=num_train_steps(config, train_frames),
+              batches=batches, valid=list(dataset["valid"]), window=window)
 
 
 def _load_dataset_once(data_cfg):
@@ -237,245 +321,194 @@ def _load_dataset_once(data_cfg):
   return dataset if dataset is not None else load_dataset(data_cfg)
 
 
+class _Validation:
+  """Validation NLL by the evaluation protocol; tracks the best and the patience left."""
+
+  def __init__(self, run: _Run, history: list[dict]):
+    """history: the metrics records of the steps already trained (a resumed run)."""
+    self.run, self.best, self.since_best = run, None, 0
+    for record in history:
+      if "valid_nll" in record:
+        self._count(record["valid_nll"])
+
+  def _count(self, nll: float) -> None:
+    if self.best is None or nll < self.best:
+      self.best, self.since_best = nll, 0
+    else:
+      self.since_best += 1
+
+  def __call__(self, params, done: int) -> dict:
+    result = evaluate_pieces(self.run.config.model, parallel.to_host(params), self.run.valid)
+    if not math.isfinite(result["nll"]):
+      raise NonFiniteError(f"non-finite validation NLL ({result['nll']}) at step {done}")
+    self._count(result["nll"])
+    return {"valid_nll": result["nll"], "valid_nll_notes": result["nll_notes"],
+            "valid_note_accuracy": result["note_accuracy"]}
+
+  def exhausted(self) -> bool:
+    patience = self.run.config.train.patience
+    return patience > 0 and self.since_best >= patience
+
+
+class _DeferInterrupts:
+  """Holds Ctrl-C while a checkpoint is written; raises it once the checkpoint is whole."""
+
+  def __enter__(self):
+    self.received = False
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGINT, lambda *_: setattr(self, "received", True))
+    return self
+
+  def __exit__(self, *exc):
+    if threading.current_thread() is threading.main_thread():
+      signal.signal(signal.SIGINT, self._old)
+    if self.received:
+      raise KeyboardInterrupt
+
+
+def _restore(run: _Run, checkpointer, placement: _Placement) -> tuple[TrainState, int]:
+  """The newest intact checkpoint, else a fresh state; placed on the devices."""
+  cfg = run.config
+  params = init_params(cfg.model, jax.random.key(cfg.train.seed))
+  tx = make_optimizer(cfg.train, run.num_steps)
+  state = TrainState.create(apply_fn=None, params=params, tx=tx, carry=_initial_carry(cfg))
+  state = state.replace(step=jnp.zeros((), jnp.int32))  # an array, as checkpoints hold it
+  restored = checkpointer.restore(checkpoint_tree(state), set_aside_damaged=True)
+  start = 0
+  if restored is not None:
+    tree, start = restored
+    state = from_checkpoint_tree(state, tree)
+    logging.info("resuming from checkpoint %d in %s", start, checkpointer.directory)
+  return placement.put_state(state), start
+
+
+def _loop(run: _Run, state, start: int, checkpointer, placement: _Placement, log,
+          history: list[dict]) -> dict:
+  cfg = run.config.train
+  step_fn, meter = placement.step_fn(), _Meter(cfg.batch_size * run.window, run.num_steps)
+  validate = _Validation(run, history)
+  prefetch = _Prefetcher(lambda s: placement.put_batch(run.batches.train_batch(s)),
+                         range(start, run.num_steps))
+  record, done = {"step": start}, start
+  try:
+    for done in range(start + 1, run.num_steps + 1):
+      state, metrics = step_fn(state, prefetch.next())
+      meter.add(done, metrics)
+      last = done == run.num_steps
+      do_eval = bool(run.valid) and (last or _every(cfg.eval_every, done))
+      do_ckpt = last or do_eval or _every(cfg.checkpoint_every, done)
+      if not (last or do_ckpt or _every(cfg.log_every, done)):
+        continue
+      meter.drain()
+      record = meter.record(done)
+      if do_eval:
+        record.update(validate(placement.host_state(state).params, done))
+      log(record)
+      if do_ckpt:
+        with _DeferInterrupts():
+          checkpointer.save(done, checkpoint_tree(placement.host_state(state)),
+                            valid_nll=record.get("valid_nll"))
+      meter.restart()
+      if do_eval and validate.exhausted():
+        logging.info("stopping at step %d: no better validation NLL in %d validations "
+                     "(best %.4f)", done, cfg.patience, validate.best)
+        break
+  except KeyboardInterrupt:
+    raise cli.Interrupted(f"interrupted at step {done}; run the same command to resume "
+                          f"(from checkpoint {checkpointer.latest_step() or 0})") from None
+  finally:
+    prefetch.close()
+  return dict(record, stopped_early=done < run.num_steps)
+
+
 def train_and_evaluate(config: RunConfig, workdir: str, *, dataset=None) -> dict:
-  """Trains (resuming from W when it holds checkpoints) and returns final metrics.
+  """Trains (resuming from W when it holds checkpoints) and returns the final metrics.
 
   Args:
     config: model, data and training settings.
     workdir: W; gets config.json, metrics.jsonl and checkpoints/.
     dataset: an already loaded Dataset (else loaded from config.data).
+
   Returns:
     {'step', 'train_loss', 'valid_nll', ...} of the final step.
   """
-  from musicgen_jax.data import BatchSampler  # pylint: disable=g-import-not-at-top
-  model_cfg, tcfg = config.model, config.train
-  ckpt_lib.ensure_writable_dir(workdir, "workdir")
-  parallel.check_batch_size(tcfg.batch_size)
-  if dataset is None:
-    dataset = _load_dataset_once(config.data)
-  if not dataset["train"]:
-    raise ValueError("the train split is empty; add music or lower --valid_fraction/--test_fraction")
-  train_frames = sum(len(p.frames) for p in dataset["train"])
-  num_steps = steps_for(tcfg, model_cfg, train_frames)
-  ckpt_lib.save_config(workdir, config.to_json())
+  workdir_lib.ensure_writable_dir(workdir, "workdir")
+  run = prepare(config, workdir, dataset)
+  with workdir_lib.WorkdirLock(workdir):
+    if jax.process_index() == 0:
+      config.save(workdir)
+    placement = _Placement(config)
+    checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    metrics_log = workdir_lib.MetricsLog(workdir)
+    state, start = _restore(run, checkpointer, placement)
+    metrics_log.truncate(start)
+    if start >= run.num_steps:
+      logging.warning("the run in %s is already at step %d of %d: nothing to train (raise "
+                      "--num_steps to train further)", workdir, start, run.num_steps)
+    num_params = sum(x.size for x in jax.tree.leaves(init_params_shape(config.model)))
+    logging.info("%s: %d parameters, %d devices, global batch %d x %d frames, steps %d..%d",
+                 config.model.model, num_params, jax.device_count(), config.train.batch_size,
+                 run.window, start, run.num_steps)
+    started = time.perf_counter()
 
-  sampler = BatchSampler(dataset["train"], model_cfg.seq_len, tcfg.batch_size, tcfg.seed,
-                         transpose_range=tcfg.transpose_range,
-                         process_index=jax.process_index(), process_count=jax.process_count())
-  optimizer = make_optimizer(tcfg, num_steps)
-  mesh = parallel.make_mesh()
-  checkpointer = ckpt_lib.Checkpointer(workdir, keep=tcfg.keep_checkpoints)
+    def log(record):
+      logging.info("step %d/%d  train_loss %.4f  %s%.0f frames/s  ETA %.0fs", record["step"],
+                   run.num_steps, record["train_loss"],
+                   f"valid_nll {record['valid_nll']:.4f}  " if "valid_nll" in record else "",
+                   record["frames_per_s"], record["eta_s"])
+      metrics_log.append(record)
 
-  state = init_state(model_cfg, optimizer, tcfg.seed)
-  restored = checkpointer.restore(state, set_aside_damaged=True)
-  start_step = 0
-  if restored is not None:
-    state, start_step = restored
-    logging.info("resuming from checkpoint %d in %s", start_step, checkpointer.directory)
-  _truncate_metrics(workdir, start_step)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("%s: %d parameters, %d devices, global batch %d, steps %d..%d",
-               model_cfg.model, num_params, jax.device_count(), tcfg.batch_size, start_step,
-               num_steps)
+    try:
+      result = _loop(run, state, start, checkpointer, placement, log, metrics_log.records())
+    finally:
+      checkpointer.close()
+  return dict(result, seconds=time.perf_counter() - started, num_steps=run.num_steps)
 
-  if tcfg.parallel == "pmap":
-    step_fn = make_pmap_train_step(model_cfg, tcfg, num_steps)
-    n = jax.local_device_count()
-    state = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), state)
-    put_batch = parallel.pmap_split
-    unreplicate = lambda s: jax.tree.map(lambda x: x[0], s)
-  else:
-    step_fn = make_train_step(model_cfg, tcfg, num_steps, mesh)
-    state = parallel.replicate(state, mesh)
-    sharding = parallel.data_sharding(mesh)
-    put_batch = lambda rows: parallel.global_batch(rows, sharding)
-    unreplicate = lambda s: s
 
-  valid = dataset["valid"]
-  frames_per_step = tcfg.batch_size * model_cfg.seq_len
-  last = {"step": start_step}
-  pending = []  # (step, device metrics) not yet checked for finiteness
-  window_start, window_steps = time.perf_counter(), 0
-  run_start = time.perf_counter()
-  valid_nll = None
-
-  def check(entries):
-    losses_ = []
-    for step_index, metrics in entries:
-      loss = float(np.asarray(metrics["loss"]).reshape(-1)[0])
-      if not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f"non-finite training loss ({loss}) at step {step_index}; the last good "
-            f"checkpoint is kept in {checkpointer.directory}. Lower --learning_rate or "
-            "check the data")
-      losses_.append(loss)
-    return losses_
-
-  recent_losses: list[float] = []
-  for step in range(start_step, num_steps):
-    batch = put_batch(sampler.batch(step))
-    state, metrics = step_fn(state, batch)
-    pending.append((step + 1, metrics))
-    window_steps += 1
-    if len(pending) > 1:  # check the previous step while this one runs
-      recent_losses += check(pending[:-1])
-      pending = pending[-1:]
-    done = step + 1
-    is_last = done == num_steps
-    do_eval = is_last or (tcfg.eval_every and done % tcfg.eval_every == 0)
-    do_ckpt = is_last or done % tcfg.checkpoint_every == 0
-    do_log = is_last or done % tcfg.log_every == 0 or do_eval
-    if not (do_log or do_ckpt):
-      continue
-    recent_losses += check(pending)
-    pending = []
-    record = {"step": done}
-    if do_log:
-      elapsed = time.perf_counter() - window_start
-      fps = window_steps * frames_per_step / max(elapsed, 1e-9)
-      train_loss = float(np.mean(recent_losses)) if recent_losses else float("nan")
-      eta = (num_steps - done) * elapsed / max(window_steps, 1)
-      record.update({"train_loss": train_loss, "frames_per_s": fps,
-                     "steps_per_s": window_steps / max(elapsed, 1e-9)})
-      recent_losses = []
-    valid_nll = None
-    if do_eval and valid:
-      host_params = parallel.to_host(unreplicate(state).params)
-      result = eval_lib.evaluate_pieces(model_cfg, host_params, valid)
-      valid_nll = result["nll"]
-      record.update({"valid_nll": valid_nll, "valid_nll_notes": result["nll_notes"],
-                     "valid_note_accuracy": result["note_accuracy"]})
-    if do_log:
-      logging.info("step %d/%d  train_loss %.4f  %s%.0f frames/s  ETA %.0fs", done, num_steps,
-                   record["train_loss"],
-                   f"valid_nll {valid_nll:.4f}  " if valid_nll is not None else "",
-                   record["frames_per_s"], eta)
-      _append_metrics(workdir, record)
-    if do_ckpt:
-      checkpointer.save(done, unreplicate(state), valid_nll=valid_nll)
-    if do_log:  # throughput windows exclude evaluation and checkpointing
-      window_start, window_steps = time.perf_counter(), 0
-    last = record
-  checkpointer.close()
-  last = dict(last)
-  last["seconds"] = time.perf_counter() - run_start
-  last["num_steps"] = num_steps
-  return last
+def init_params_shape(model_cfg: ModelConfig):
+  return jax.eval_shape(lambda: init_params(model_cfg, jax.random.key(0)))
 
 
 # The command line -----------------------------------------------------------------------
 
-FLAGS = flags.FLAGS
 
-# flag name -> (config section, field)
-_MODEL_FLAGS = ("model", "hidden_size", "num_layers", "num_heads", "dropout", "dtype",
-                "duration_head", "max_duration_steps", "seq_len")
-_TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
-# Data settings that change where or how fast data is read, never what is read.
-_DATA_LOGISTICS = ("cache_dir", "num_workers")
-
-
-def define_flags() -> None:
-  """Model, training, data and multi-host flags, each with help text."""
-  from musicgen_jax.data.flags import define_data_flags  # pylint: disable=g-import-not-at-top
-  define_data_flags()
-  m = ModelConfig()
-  flags.DEFINE_enum("model", m.model, ["rnn", "lstm", "bilstm", "transformer"],
-                    "Architecture: Elman RNN, LSTM, bidirectional LSTM or causal Transformer.")
-  flags.DEFINE_integer("hidden_size", m.hidden_size, "Hidden units (model width).")
-  flags.DEFINE_integer("num_layers", m.num_layers, "Stacked recurrent layers or Transformer blocks.")
-  flags.DEFINE_integer("num_heads", m.num_heads, "Attention heads (transformer).")
-  flags.DEFINE_float("dropout", m.dropout, "Dropout rate during training.")
-  flags.DEFINE_enum("dtype", m.dtype, ["float32", "bfloat16", "float16"],
-                    "Compute dtype (parameters stay float32); bfloat16 for accelerators.")
-  flags.DEFINE_enum("duration_head", m.duration_head, ["categorical", "regression"],
-                    "Duration output: classes of grid steps, or the study's scalar regression.")
-  flags.DEFINE_integer("max_duration_steps", m.max_duration_steps,
-                       "Duration classes (grid steps); longer durations go to the last class.")
-  flags.DEFINE_integer("seq_len", m.seq_len, "Training window (frames); the Transformer's "
-                       "context and the bidirectional LSTM's input length.")
-  t = TrainConfig()
-  flags.DEFINE_integer("batch_size", t.batch_size, "Global batch size (all devices, all hosts).")
-  flags.DEFINE_integer("num_steps", t.num_steps, "Training steps (ignored if --num_epochs > 0).")
-  flags.DEFINE_float("num_epochs", t.num_epochs, "Epochs (an epoch ~ every training frame "
-                     "predicted once); overrides --num_steps when positive.")
-  flags.DEFINE_float("learning_rate", t.learning_rate, "Peak AdamW learning rate.")
-  flags.DEFINE_float("weight_decay", t.weight_decay, "AdamW weight decay.")
-  flags.DEFINE_integer("warmup_steps", t.warmup_steps, "Linear warm-up steps before cosine decay.")
-  flags.DEFINE_float("grad_clip", t.grad_clip, "Global gradient-norm clip (0 = none).")
-  flags.DEFINE_integer("seed", t.seed, "Seed for initialisation, batches and dropout.")
-  flags.DEFINE_integer("transpose_range", t.transpose_range,
-                       "Random transposition of training windows by up to +-N semitones.")
-  flags.DEFINE_enum("parallel", t.parallel, ["jit", "pmap"],
-                    "Data parallelism: jit with NamedSharding (default) or legacy pmap.")
-  flags.DEFINE_integer("log_every", t.log_every, "Log and write metrics every N steps.")
-  flags.DEFINE_integer("eval_every", t.eval_every, "Validation NLL every N steps (0 = at the end).")
-  flags.DEFINE_integer("checkpoint_every", t.checkpoint_every, "Checkpoint every N steps.")
-  flags.DEFINE_integer("keep_checkpoints", t.keep_checkpoints,
-                       "Latest checkpoints kept (the best by validation NLL is kept too).")
-  flags.DEFINE_string("workdir", None, "Output folder: config.json, metrics.jsonl, checkpoints/.")
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
-  flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
-  flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Model, data and training flags (one per setting), the workdir, multi-host flags."""
+  define_run_flags(flag_values)
+  flags.DEFINE_string("workdir", None, "Output folder: config.json, metrics.jsonl, "
+                      "checkpoints/.", flag_values=flag_values)
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("process_id", None, "This process's index (multi-host).",
+                       flag_values=flag_values)
 
 
-def config_from_flags(flag_values=FLAGS, workdir: str | None = None) -> RunConfig:
-  """Builds the RunConfig; on resume, flags not given take W/config.json's values.
-
-  A model or data flag given explicitly that contradicts W/config.json is an
-  error: a resumed run must train the same model on the same data.
-  """
-  from musicgen_jax.data.flags import data_config_from_flags  # pylint: disable=g-import-not-at-top
-  fresh = RunConfig(
-      model=ModelConfig(**{k: flag_values[k].value for k in _MODEL_FLAGS},
-                        steps_per_quarter=flag_values["steps_per_quarter"].value),
-      data=data_config_from_flags(flag_values),
-      train=TrainConfig(**{k: flag_values[k].value for k in _TRAIN_FLAGS}))
-  stored_json = ckpt_lib.load_config(workdir) if workdir else None
-  if stored_json is None:
+def config_from_flags(flag_values: flags.FlagValues, workdir: str) -> RunConfig:
+  """The flags' RunConfig; a run with checkpoints keeps what it trained (see config.resume)."""
+  fresh = RunConfig.from_flags(flag_values)
+  stored = RunConfig.load(workdir) if workdir else None
+  if stored is None:
     return fresh
-  stored = RunConfig.from_json(stored_json)
-  conflicts, merged = [], {}
-  for section in ("model", "data", "train"):
-    old, new = getattr(stored, section), getattr(fresh, section)
-    values = {}
-    for field in dataclasses.fields(old):
-      name = field.name
-      old_v, new_v = getattr(old, name), getattr(new, name)
-      given = name in flag_values and flag_values[name].present
-      if given and old_v != new_v:
-        if section == "train" or name in _DATA_LOGISTICS:
-          logging.warning("--%s=%s overrides %s from %s", name, new_v, old_v, workdir)
-          values[name] = new_v
-          continue
-        conflicts.append(f"--{name}={new_v} (the run in {workdir} has {old_v})")
-      values[name] = old_v
-    merged[section] = type(old)(**values)
-  if conflicts:
-    raise ValueError("flags contradict " + os.path.join(workdir, ckpt_lib.CONFIG_FILE) + ": " +
-                     "; ".join(conflicts) + ". Drop them to resume, or use a new --workdir")
-  return RunConfig(**merged)
+  if not workdir_lib.checkpoint_steps(workdir):
+    logging.info("%s has a config but no checkpoint: these flags replace it", workdir)
+    return fresh
+  return resume(fresh, stored, lambda name: flag_values[name].present, workdir)
 
 
-def main(argv):
-  del argv
-  if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required (where config, metrics and checkpoints go)")
-  try:
-    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                    FLAGS.process_id)
-    config = config_from_flags(FLAGS, FLAGS.workdir)
-    result = train_and_evaluate(config, FLAGS.workdir)
-  except (ValueError, OSError, ImportError, RuntimeError) as e:
-    logging.error("%s", e)
-    sys.exit(f"error: {e}")
+def main(flag_values: flags.FlagValues) -> None:
+  cli.require(flag_values, "workdir")
+  parallel.initialize_distributed(flag_values.coordinator_address, flag_values.num_processes,
+                                  flag_values.process_id)
+  config = config_from_flags(flag_values, flag_values.workdir)
+  result = train_and_evaluate(config, flag_values.workdir)
   if jax.process_index() == 0:
-    print(json.dumps({k: v for k, v in result.items()}))
+    print(json.dumps(result))
 
 
 def run():
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from musicgen_jax import train as train_lib
+from musicgen_jax import workdir as workdir_lib
 from musicgen_jax.encoding import frames_to_midi
 from toy import toy_frames
 
@@ -85,6 +85,6 @@ def test_multihost_local_matches_local(trained, midi_dir):
   assert proc.returncode == 0, proc.stderr[-3000:]
   losses = lambda w: [json.loads(l)["train_loss"] for l in open(w / "metrics.jsonl")]
   np.testing.assert_allclose(losses(hosts), losses(workdir), rtol=1e-5)
-  params = lambda w: train_lib.load_params(str(w), train_lib.load_run_config(str(w)))[0]
+  params = lambda w: workdir_lib.load_run(str(w)).params
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
                params(hosts), params(workdir))

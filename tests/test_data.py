@@ -1,5 +1,6 @@
 """Tests of the dataset layer: sources, splits, cache, batches, statistics, flags."""
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -16,7 +17,7 @@ from musicgen_jax import encoding
 from musicgen_jax import prepare
 from musicgen_jax.data import batches as batches_lib
 from musicgen_jax.data import config as config_lib
-from musicgen_jax.data import flags as data_flags
+from musicgen_jax import settings
 from musicgen_jax.data import pipeline
 from musicgen_jax.data import sources
 from musicgen_jax.data import splits as splits_lib
@@ -107,22 +108,25 @@ def test_default_cache_dir_from_environment(monkeypatch, tmp_path):
 
 def test_flags_make_a_config(tmp_path):
   flag_values = flags.FlagValues()
-  data_flags.define_data_flags(flag_values)
-  data_flags.define_data_flags(flag_values)  # a second call is a no-op
+  settings.define_flags(config_lib.DataConfig, flag_values)
+  settings.define_flags(config_lib.DataConfig, flag_values)  # a second call is a no-op
   flag_values([
       "prog", "--dataset=midi_dir", f"--data_dir={tmp_path}",
       "--steps_per_quarter=4", "--duration_mode=note", "--include_drums",
       "--valid_fraction=0.2", "--test_fraction=0.05",
-      f"--cache_dir={tmp_path}/c", "--num_workers=3"])
-  cfg = data_flags.data_config_from_flags(flag_values)
+      f"--cache_dir={tmp_path}/c", "--num_workers=3", "--max_files=7"])
+  cfg = settings.from_flags(config_lib.DataConfig, flag_values)
   assert cfg == config_lib.DataConfig(
       dataset="midi_dir", data_dir=str(tmp_path), steps_per_quarter=4,
       duration_mode="note", include_drums=True, valid_fraction=0.2,
-      test_fraction=0.05, cache_dir=f"{tmp_path}/c", num_workers=3)
-  for name in ("dataset", "data_dir", "data_path", "steps_per_quarter",
-               "duration_mode", "include_drums", "valid_fraction",
-               "test_fraction", "cache_dir", "num_workers"):
-    assert flag_values[name].help
+      test_fraction=0.05, cache_dir=f"{tmp_path}/c", num_workers=3, max_files=7)
+  # Every field is a flag with help, and the cache folder defaults at run time.
+  for field in dataclasses.fields(config_lib.DataConfig):
+    assert flag_values[field.name].help, field.name
+  defaults = flags.FlagValues()
+  settings.define_flags(config_lib.DataConfig, defaults)
+  defaults(["prog"])
+  assert settings.from_flags(config_lib.DataConfig, defaults) == config_lib.DataConfig()
 
 
 # --------------------------------------------------------------------------
@@ -470,7 +474,7 @@ def make_pieces(lengths, seed=0, **kwargs):
 
 def test_batches_are_a_function_of_seed_and_step():
   pieces = make_pieces([50, 80, 33, 200])
-  sampler = batches_lib.BatchSampler(pieces, seq_len=16, global_batch_size=8,
+  sampler = batches_lib.WindowBatches(pieces, seq_len=16, global_batch_size=8,
                                      seed=3)
   batch = sampler.batch(5)
   assert batch.shape == (8, 17, encoding.FRAME_DIM)
@@ -479,18 +483,18 @@ def test_batches_are_a_function_of_seed_and_step():
   sampler.batch(0)
   sampler.batch(99)
   np.testing.assert_array_equal(sampler.batch(5), batch)
-  fresh = batches_lib.BatchSampler(pieces, seq_len=16, global_batch_size=8,
+  fresh = batches_lib.WindowBatches(pieces, seq_len=16, global_batch_size=8,
                                    seed=3)
   np.testing.assert_array_equal(fresh.batch(5), batch)
   assert not np.array_equal(sampler.batch(6), batch)
-  other_seed = batches_lib.BatchSampler(pieces, seq_len=16,
+  other_seed = batches_lib.WindowBatches(pieces, seq_len=16,
                                         global_batch_size=8, seed=4)
   assert not np.array_equal(other_seed.batch(5), batch)
 
 
 def test_batch_rows_are_windows_of_the_pieces():
   pieces = make_pieces([40, 25, 60])
-  sampler = batches_lib.BatchSampler(pieces, seq_len=9, global_batch_size=64,
+  sampler = batches_lib.WindowBatches(pieces, seq_len=9, global_batch_size=64,
                                      seed=0)
   windows = {}
   for p in pieces:
@@ -507,15 +511,15 @@ def test_batch_rows_are_windows_of_the_pieces():
 def test_process_slices_concatenate_to_the_global_batch():
   pieces = make_pieces([70, 90, 45])
   kwargs = dict(seq_len=12, global_batch_size=6, seed=11, transpose_range=4)
-  whole = batches_lib.BatchSampler(pieces, **kwargs)
-  parts = [batches_lib.BatchSampler(pieces, process_index=p, process_count=2,
+  whole = batches_lib.WindowBatches(pieces, **kwargs)
+  parts = [batches_lib.WindowBatches(pieces, process_index=p, process_count=2,
                                     **kwargs) for p in range(2)]
   for step in (0, 1, 17):
     halves = [part.batch(step) for part in parts]
     assert halves[0].shape == (3, 13, encoding.FRAME_DIM)
     np.testing.assert_array_equal(np.concatenate(halves), whole.batch(step))
   with pytest.raises(ValueError, match="multiple of 4"):
-    batches_lib.BatchSampler(pieces, seq_len=12, global_batch_size=6, seed=0,
+    batches_lib.WindowBatches(pieces, seq_len=12, global_batch_size=6, seed=0,
                              process_count=4)
 
 
@@ -523,9 +527,9 @@ def test_transposition_only_shifts_notes_and_keeps_them_in_range():
   # Notes reach both ends of the range in some windows.
   pieces = make_pieces([300, 300], low=0, high=encoding.NUM_NOTES)
   pieces += make_pieces([300], seed=1, low=40, high=60)
-  plain = batches_lib.BatchSampler(pieces, seq_len=8, global_batch_size=256,
+  plain = batches_lib.WindowBatches(pieces, seq_len=8, global_batch_size=256,
                                    seed=5)
-  moved = batches_lib.BatchSampler(pieces, seq_len=8, global_batch_size=256,
+  moved = batches_lib.WindowBatches(pieces, seq_len=8, global_batch_size=256,
                                    seed=5, transpose_range=6)
   shifts_seen = set()
   for step in range(3):
@@ -554,13 +558,13 @@ def test_allowed_shifts_respect_the_range():
 
 def test_short_pieces_are_skipped_and_counted():
   pieces = make_pieces([5, 30, 10, 11])
-  sampler = batches_lib.BatchSampler(pieces, seq_len=10, global_batch_size=4,
+  sampler = batches_lib.WindowBatches(pieces, seq_len=10, global_batch_size=4,
                                      seed=0)
   assert sampler.num_short_pieces == 2
   assert sampler.num_pieces == 2
   assert sampler.num_windows == 20 + 1
   with pytest.raises(ValueError, match="lower --seq_len"):
-    batches_lib.BatchSampler(make_pieces([5, 8]), seq_len=10,
+    batches_lib.WindowBatches(make_pieces([5, 8]), seq_len=10,
                              global_batch_size=4, seed=0)
 
 
@@ -594,7 +598,7 @@ def test_prepare_report(tmp_path):
   for text in ("pieces", "polyphony", "rest rate", "bad.mid", "C4",
                "cache: built"):
     assert text in report
-  assert prepare.pitch_name(21) == "A0"
+  assert encoding.pitch_name(21) == "A0" and encoding.pitch_name(60) == "C4"
 
 
 def test_prepare_command_line(tmp_path):

@@ -8,20 +8,23 @@ import pytest
 
 from musicgen_jax import evaluate as eval_lib
 from musicgen_jax import losses
-from musicgen_jax.models import ModelConfig, Prediction, apply_model, init_params
+from musicgen_jax.models import (CategoricalDuration, FrameDistribution, IndependentNotes,
+                                 ModelConfig, apply_model, init_params)
 from toy import toy_frames
 
 PIECES = [toy_frames(1, 21), toy_frames(2, 9), toy_frames(3, 2), toy_frames(4, 1)]
 
 
-def fixed_apply(cfg, params, frames, *, train=False, rng=None, lengths=None):
+def fixed_apply(cfg, params, frames, *, train=False, rng=None, lengths=None, carry=None):
   """A 'model' with known outputs: note 18 at p = 3/4, every other note at 1/4;
   a uniform duration distribution."""
   del params, train, rng, lengths
   steps = frames.shape[1] if cfg.model != "bilstm" else 1
   shape = frames.shape[:1] + (steps,)
   logits = jnp.full(shape + (106,), -jnp.log(3.0)).at[..., 18].set(jnp.log(3.0))
-  return Prediction(note_logits=logits, duration=jnp.zeros(shape + (cfg.max_duration_steps,)))
+  duration = CategoricalDuration(jnp.zeros(shape + (cfg.max_duration_steps,)), 12)
+  pred = FrameDistribution(IndependentNotes(logits), duration)
+  return pred if carry is None else (pred, carry)
 
 
 def hand_computed(pieces, num_duration_classes):
@@ -61,13 +64,18 @@ def test_nll_equals_hand_computed_value(model, monkeypatch):
 
 
 def naive_scores(cfg, params, pieces):
-  """Scores target t from exactly the protocol's context, one target at a time."""
+  """Scores target t from exactly the protocol's context, without chunks.
+
+  rnn/lstm and the Transformer: one call on the whole piece (the Transformer's layers
+  each attend to the last seq_len positions, as when sampling); bilstm: the seq_len
+  frames before each target, one target at a time.
+  """
   total, count = 0.0, 0
   apply = jax.jit(lambda p, x, lengths: apply_model(cfg, p, x, lengths=lengths))
   for frames in pieces:
-    if cfg.model == "lstm":
+    if cfg.model != "bilstm":
       pred = apply(params, jnp.asarray(frames[None, :-1]), None)
-      terms = losses.frame_terms(pred, jnp.asarray(frames[None, 1:]), cfg)
+      terms = losses.frame_terms(pred, jnp.asarray(frames[None, 1:]))
       total += float(jnp.sum(terms["nll"]))
       count += len(frames) - 1
       continue
@@ -75,27 +83,26 @@ def naive_scores(cfg, params, pieces):
       start = max(0, t - cfg.seq_len)
       window = np.zeros((1, cfg.seq_len, 107), np.float32)
       window[0, :t - start] = frames[start:t]
-      if cfg.model == "bilstm":
-        pred = apply(params, jnp.asarray(window), jnp.asarray([t - start], jnp.int32))
-        pred = jax.tree.map(lambda a: a[:, 0], pred)
-      else:  # causal: padding after position t - start - 1 cannot reach it
-        pred = apply(params, jnp.asarray(window), None)
-        pred = jax.tree.map(lambda a: a[:, t - start - 1], pred)
-      total += float(losses.frame_terms(pred, jnp.asarray(frames[None, t]), cfg)["nll"][0])
+      pred = apply(params, jnp.asarray(window), jnp.asarray([t - start], jnp.int32))
+      pred = jax.tree.map(lambda a: a[:, 0], pred)
+      total += float(losses.frame_terms(pred, jnp.asarray(frames[None, t]))["nll"][0])
       count += 1
   return total / count
 
 
 @pytest.mark.parametrize("model", ["lstm", "transformer", "bilstm"])
 def test_protocol_context_per_model(model):
-  # Two layers: the Transformer's context must stay seq_len frames through both.
+  # Two layers and chunks shorter than the pieces: the state (lstm) or the receptive
+  # field (transformer) must carry across chunk boundaries exactly.
   cfg = ModelConfig(model=model, hidden_size=8, num_layers=2, num_heads=2, seq_len=5,
                     max_duration_steps=12)
   params = init_params(cfg, jax.random.key(0))
-  pieces = [toy_frames(7, 17), toy_frames(8, 6)]
-  result = eval_lib.evaluate_pieces(cfg, params, pieces, batch_size=2)
-  assert result["num_frames"] == 16 + 5
-  assert result["nll"] == pytest.approx(naive_scores(cfg, params, pieces), rel=1e-4)
+  pieces = [toy_frames(7, 37), toy_frames(8, 6), toy_frames(9, 20)]
+  expected = naive_scores(cfg, params, pieces)
+  for chunk in (4, 512):
+    result = eval_lib.evaluate_pieces(cfg, params, pieces, batch_size=2, chunk=chunk)
+    assert result["num_frames"] == 36 + 5 + 19
+    assert result["nll"] == pytest.approx(expected, rel=1e-5), chunk
 
 
 def test_empty_input_is_an_error():

@@ -16,6 +16,12 @@ from musicgen_jax.models import (ModelConfig, apply_model, build_model, decode_s
                                  init_params, is_causal)
 from musicgen_jax.models import heads
 
+
+def durations(pred):
+  """The duration head's raw output: categorical logits or regression (mean, log-std)."""
+  d = pred.duration
+  return d.logits if hasattr(d, "logits") else d.mean_log_std
+
 SEQ_LEN = 8
 LONG = 20  # longer than SEQ_LEN: exercises the transformer's sliding context
 BATCH = 2
@@ -99,10 +105,10 @@ def test_output_shapes_and_float32_params(model, duration_head):
       lambda: build_model(cfg).init_with_output(jax.random.key(0), frames))
   time = 5 if is_causal(cfg) else 1
   width = 24 if duration_head == "categorical" else 2
-  assert prediction.note_logits.shape == (3, time, NUM_NOTES)
-  assert prediction.duration.shape == (3, time, width)
-  assert prediction.note_logits.dtype == jnp.float32
-  assert prediction.duration.dtype == jnp.float32
+  assert prediction.notes.logits.shape == (3, time, NUM_NOTES)
+  assert durations(prediction).shape == (3, time, width)
+  assert prediction.notes.logits.dtype == jnp.float32
+  assert durations(prediction).dtype == jnp.float32
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
 
 
@@ -124,9 +130,9 @@ def test_causal_models_are_causal(model):
   frames = random_frames(0, BATCH, LONG)
   changed = frames.at[:, 10, :5].set(1.0 - frames[:, 10, :5]).at[:, 10, DURATION_INDEX].set(5.0)
   before, after = predict(cfg, frames), predict(cfg, changed)
-  np.testing.assert_array_equal(before.note_logits[:, :10], after.note_logits[:, :10])
-  np.testing.assert_array_equal(before.duration[:, :10], after.duration[:, :10])
-  assert np.abs(before.note_logits[:, 10:] - after.note_logits[:, 10:]).max() > 1e-4
+  np.testing.assert_array_equal(before.notes.logits[:, :10], after.notes.logits[:, :10])
+  np.testing.assert_array_equal(durations(before)[:, :10], durations(after)[:, :10])
+  assert np.abs(before.notes.logits[:, 10:] - after.notes.logits[:, 10:]).max() > 1e-4
 
 
 def test_transformer_context_is_seq_len_frames_per_layer():
@@ -136,9 +142,9 @@ def test_transformer_context_is_seq_len_frames_per_layer():
   frames = random_frames(1, BATCH, LONG)
   changed = frames.at[:, 3, :20].set(1.0)
   before, after = predict(cfg, frames), predict(cfg, changed)
-  assert np.abs(before.note_logits[:, 17] - after.note_logits[:, 17]).max() > 1e-4
-  np.testing.assert_allclose(before.note_logits[:, 18:], after.note_logits[:, 18:], atol=1e-5)
-  np.testing.assert_allclose(before.duration[:, 18:], after.duration[:, 18:], atol=1e-5)
+  assert np.abs(before.notes.logits[:, 17] - after.notes.logits[:, 17]).max() > 1e-4
+  np.testing.assert_allclose(before.notes.logits[:, 18:], after.notes.logits[:, 18:], atol=1e-5)
+  np.testing.assert_allclose(durations(before)[:, 18:], durations(after)[:, 18:], atol=1e-5)
 
 
 def test_one_layer_transformer_on_a_long_sequence_equals_a_sliding_window():
@@ -151,8 +157,8 @@ def test_one_layer_transformer_on_a_long_sequence_equals_a_sliding_window():
     padding = ((0, 0), (0, LONG - SEQ_LEN), (0, 0))
     window = predict(cfg, jnp.pad(frames[:, start:end + 1], padding))
     window = jax.tree.map(lambda a: a[:, :SEQ_LEN], window)
-    np.testing.assert_allclose(whole.note_logits[:, end], window.note_logits[:, -1], atol=1e-4)
-    np.testing.assert_allclose(whole.duration[:, end], window.duration[:, -1], atol=1e-4)
+    np.testing.assert_allclose(whole.notes.logits[:, end], window.notes.logits[:, -1], atol=1e-4)
+    np.testing.assert_allclose(durations(whole)[:, end], durations(window)[:, -1], atol=1e-4)
 
 
 def test_bilstm_reads_both_directions():
@@ -161,9 +167,9 @@ def test_bilstm_reads_both_directions():
   base = predict(cfg, frames)
   first = predict(cfg, frames.at[:, 0, :20].set(1.0))
   last = predict(cfg, frames.at[:, -1, :20].set(1.0))
-  assert base.note_logits.shape == (BATCH, 1, NUM_NOTES)
-  assert np.abs(base.note_logits - first.note_logits).max() > 1e-4
-  assert np.abs(base.note_logits - last.note_logits).max() > 1e-4
+  assert base.notes.logits.shape == (BATCH, 1, NUM_NOTES)
+  assert np.abs(base.notes.logits - first.notes.logits).max() > 1e-4
+  assert np.abs(base.notes.logits - last.notes.logits).max() > 1e-4
 
 
 def test_bilstm_ignores_padding_beyond_lengths():
@@ -174,12 +180,12 @@ def test_bilstm_ignores_padding_beyond_lengths():
   padded = predict(cfg, garbage, lengths)
   zeros = frames.at[0, 3:].set(0.0).at[1, 5:].set(0.0)
   clean = predict(cfg, zeros, lengths)
-  np.testing.assert_allclose(padded.note_logits, clean.note_logits, atol=1e-5)
-  np.testing.assert_allclose(padded.duration, clean.duration, atol=1e-5)
+  np.testing.assert_allclose(padded.notes.logits, clean.notes.logits, atol=1e-5)
+  np.testing.assert_allclose(durations(padded), durations(clean), atol=1e-5)
   # The valid frames are read: one more valid frame changes the prediction.
   longer = predict(cfg, frames, jnp.asarray([4, 5], jnp.int32))
-  assert np.abs(longer.note_logits[0] - clean.note_logits[0]).max() > 1e-4
-  np.testing.assert_allclose(longer.note_logits[1], clean.note_logits[1], atol=1e-5)
+  assert np.abs(longer.notes.logits[0] - clean.notes.logits[0]).max() > 1e-4
+  np.testing.assert_allclose(longer.notes.logits[1], clean.notes.logits[1], atol=1e-5)
 
 
 @functools.cache
@@ -200,11 +206,11 @@ def test_incremental_decoding_equals_full_apply(model):
   cfg = tiny_config(model)
   frames = random_frames(4, BATCH, LONG)
   stepped, carry = scanned_decode(cfg)(params_for(cfg), frames)
-  assert stepped.note_logits.shape == (BATCH, LONG, NUM_NOTES)
+  assert stepped.notes.logits.shape == (BATCH, LONG, NUM_NOTES)
   if is_causal(cfg):
     full = predict(cfg, frames)
-    np.testing.assert_allclose(stepped.note_logits, full.note_logits, atol=1e-4)
-    np.testing.assert_allclose(stepped.duration, full.duration, atol=1e-4)
+    np.testing.assert_allclose(stepped.notes.logits, full.notes.logits, atol=1e-4)
+    np.testing.assert_allclose(durations(stepped), durations(full), atol=1e-4)
   else:
     # Step t sees the last seq_len frames up to t, fewer at the start.
     for t in (0, 4, SEQ_LEN - 1, SEQ_LEN, LONG - 1):
@@ -212,8 +218,8 @@ def test_incremental_decoding_equals_full_apply(model):
       window = jnp.zeros((BATCH, SEQ_LEN, FRAME_DIM)).at[:, :t + 1 - start].set(
           frames[:, start:t + 1])
       full = predict(cfg, window, jnp.full((BATCH,), t + 1 - start, jnp.int32))
-      np.testing.assert_allclose(stepped.note_logits[:, t], full.note_logits[:, 0], atol=1e-4)
-      np.testing.assert_allclose(stepped.duration[:, t], full.duration[:, 0], atol=1e-4)
+      np.testing.assert_allclose(stepped.notes.logits[:, t], full.notes.logits[:, 0], atol=1e-4)
+      np.testing.assert_allclose(durations(stepped)[:, t], durations(full)[:, 0], atol=1e-4)
   # The carry never grows with the number of frames fed.
   fresh = init_carry(cfg, BATCH)
   assert jax.tree.map(jnp.shape, carry) == jax.tree.map(jnp.shape, fresh)
@@ -231,7 +237,7 @@ def _overfit(cfg, steps=100):
 
   def loss_fn(params):
     pred = apply_model(cfg, params, inputs)
-    return losses.loss_and_metrics(pred, targets, mask, cfg)[0]
+    return losses.loss_and_metrics(pred, targets, mask)[0]
 
   def train_step(carry, _):
     params, opt_state = carry
@@ -259,11 +265,11 @@ def test_bfloat16_compute_gives_finite_float32_close_to_float32(model):
   params = params_for(cfg32)
   pred16 = predict(cfg16, frames, params=params)
   pred32 = predict(cfg32, frames)
-  assert pred16.note_logits.dtype == jnp.float32 and pred16.duration.dtype == jnp.float32
-  assert np.all(np.isfinite(pred16.note_logits)) and np.all(np.isfinite(pred16.duration))
+  assert pred16.notes.logits.dtype == jnp.float32 and durations(pred16).dtype == jnp.float32
+  assert np.all(np.isfinite(pred16.notes.logits)) and np.all(np.isfinite(durations(pred16)))
   mask = jnp.ones(frames.shape[:2])
-  loss16, _ = losses.loss_and_metrics(pred16, frames, mask, cfg16)
-  loss32, _ = losses.loss_and_metrics(pred32, frames, mask, cfg32)
+  loss16, _ = losses.loss_and_metrics(pred16, frames, mask)
+  loss32, _ = losses.loss_and_metrics(pred32, frames, mask)
   np.testing.assert_allclose(loss16, loss32, rtol=0.05)
 
 
@@ -272,11 +278,11 @@ def test_dropout_only_when_training():
   frames = random_frames(7, BATCH, LONG)
   evaluated = predict(cfg, frames)
   without_dropout = predict(tiny_config("lstm"), frames)
-  np.testing.assert_allclose(evaluated.note_logits, without_dropout.note_logits, atol=1e-6)
+  np.testing.assert_allclose(evaluated.notes.logits, without_dropout.notes.logits, atol=1e-6)
   trained = predict(cfg, frames, train=True, rng=jax.random.key(1))
   trained_again = predict(cfg, frames, train=True, rng=jax.random.key(2))
-  assert np.abs(trained.note_logits - evaluated.note_logits).max() > 1e-3
-  assert np.abs(trained.note_logits - trained_again.note_logits).max() > 1e-3
+  assert np.abs(trained.notes.logits - evaluated.notes.logits).max() > 1e-3
+  assert np.abs(trained.notes.logits - trained_again.notes.logits).max() > 1e-3
   with pytest.raises(ValueError, match="rng"):
     apply_model(cfg, params_for(cfg), frames, train=True)
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from musicgen_jax import train as train_lib
+from musicgen_jax import workdir as workdir_lib
 
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parallel_run.py")
@@ -36,9 +36,9 @@ def _losses(workdir):
 
 
 def _params(workdir):
-  params, step = train_lib.load_params(str(workdir), train_lib.load_run_config(str(workdir)))
-  assert step == 3
-  return jax.tree.map(np.asarray, params)
+  run = workdir_lib.load_run(str(workdir))
+  assert run.step == 3
+  return jax.tree.map(np.asarray, run.params)
 
 
 def _assert_close(a, b):

@@ -14,6 +14,7 @@ import pytest
 
 from musicgen_jax import checkpoint as ckpt_lib
 from musicgen_jax import train as train_lib
+from musicgen_jax import workdir as workdir_lib
 from toy import toy_config, toy_dataset
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parallel_run.py")
@@ -28,12 +29,13 @@ def _config():
 def uninterrupted(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("uninterrupted"))
   train_lib.train_and_evaluate(_config(), workdir, dataset=toy_dataset())
-  params, _ = train_lib.load_params(workdir, _config(), step=STEPS)
+  params = workdir_lib.load_run(workdir, step=STEPS).params
   return workdir, jax.tree.map(np.asarray, params)
 
 
 def _final_params(workdir):
-  params, step = train_lib.load_params(str(workdir), _config(), step=STEPS)
+  run = workdir_lib.load_run(str(workdir), step=STEPS)
+  params, step = run.params, run.step
   assert step == STEPS
   return jax.tree.map(np.asarray, params)
 

@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from musicgen_jax import generate as sample_lib
 from musicgen_jax import plotting, sampling
-from musicgen_jax import sample as sample_lib
 from musicgen_jax import train as train_lib
+from musicgen_jax import workdir as workdir_lib
 from musicgen_jax.encoding import FRAME_DIM, MidiError, frames_to_midi, midi_to_frames
 from musicgen_jax.models import apply_model, init_params, is_causal
 from toy import toy_config, toy_dataset, toy_frames
@@ -113,9 +114,9 @@ def _transformer_workdir(workdir, tmp_path):
     ("piece out of range", ValueError, "--prime_piece=2 is out of range"),
     ("both primes", ValueError, "either --prime_midi or"),
     ("prime over context", ValueError, "exceeds the transformer's context of 8"),
-    ("prime 0", ValueError, "--prime_frames must be a positive integer"),
-    ("temperature 0", ValueError, "--temperature must be a positive"),
-    ("temperature nan", ValueError, "--temperature must be a positive"),
+    ("prime 0", ValueError, "--prime_frames must be positive"),
+    ("temperature 0", ValueError, "--temperature must be positive"),
+    ("temperature nan", ValueError, "--temperature must be a finite number"),
     ("top_p 0", ValueError, "--top_p must be in"),
     ("top_p 1.5", ValueError, "--top_p must be in"),
     ("out_dir under a file", ValueError, "cannot write to --out_dir"),
@@ -127,7 +128,7 @@ def test_bad_input_fails_before_loading_the_model(run, tmp_path, monkeypatch, ca
   def must_not_load(*args, **kwargs):
     raise AssertionError("the model was loaded before the input was checked")
 
-  monkeypatch.setattr(train_lib, "load_params", must_not_load)
+  monkeypatch.setattr(workdir_lib, "load_run", must_not_load)
   out = tmp_path / "out"
   kwargs = {"prime_midi": prime_midi}
   if case == "no workdir":
@@ -188,7 +189,7 @@ def test_cli_error_is_one_line_without_traceback(run, tmp_path):
   assert proc.returncode != 0
   assert "Traceback" not in proc.stderr
   lines = proc.stderr.strip().splitlines()
-  assert lines == ["error: --temperature must be a positive finite number, got 0.0"], lines
+  assert lines == ["error: --temperature must be positive, got 0.0"], lines
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -227,8 +228,7 @@ def _expected_samples(cfg, params, frames, settings, rng):
 def test_each_sampled_frame_follows_the_full_models_prediction(model):
   cfg = toy_config(model=model).model  # seq_len 8: prime + generated frames exceed it
   params = init_params(cfg, jax.random.key(1))
-  settings = sampling.SampleSettings.from_model_config(cfg, num_frames=GENERATE,
-                                                       temperature=0.5)
+  settings = sampling.SampleSettings(num_frames=GENERATE, temperature=0.5)
   frames, _ = sample_lib.sample_frames(cfg, params, toy_frames(7, PRIME), settings,
                                        num_samples=2, seed=11)
   expected = _expected_samples(cfg, params, jnp.asarray(frames), settings, jax.random.key(11))

@@ -9,7 +9,8 @@ import pytest
 
 from musicgen_jax import sampling
 from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES
-from musicgen_jax.models import ModelConfig, Prediction
+from musicgen_jax.models import (CategoricalDuration, FrameDistribution, IndependentNotes,
+                                 LogNormalDuration)
 
 # sample_frame, compiled: eager op-by-op dispatch would dominate the test time.
 _sample_frame = jax.jit(sampling.sample_frame, static_argnums=2)
@@ -19,7 +20,17 @@ SPQ = 12
 NUM_CLASSES = 8
 # Statistical tests share one batch size and base settings, so they share compilations.
 STATS_BATCH = 1000
-STATS = sampling.SampleSettings(steps_per_quarter=4)
+STATS = sampling.SampleSettings()
+STATS_SPQ = 4  # the duration grid of the statistical tests' predictions
+
+
+def _pred(note_logits, duration, spq=SPQ, regression=False, max_steps=96):
+  """A FrameDistribution from raw arrays: categorical logits, or regression (mean, log-std)."""
+  notes = IndependentNotes(logits=jnp.asarray(note_logits, jnp.float32))
+  duration = jnp.asarray(duration, jnp.float32)
+  if regression:
+    return FrameDistribution(notes, LogNormalDuration(duration, spq, max_steps))
+  return FrameDistribution(notes, CategoricalDuration(duration, spq))
 
 
 def _counting_step(frame, carry):
@@ -37,8 +48,7 @@ def _counting_step(frame, carry):
   on = shifted ^ marker
   klass = (count + total.astype(jnp.int32)) % NUM_CLASSES
   hot = jnp.arange(NUM_CLASSES) == klass[:, None]
-  pred = Prediction(note_logits=jnp.where(on, BIG, -BIG),
-                    duration=jnp.where(hot, BIG, -BIG))
+  pred = _pred(jnp.where(on, BIG, -BIG), jnp.where(hot, BIG, -BIG))
   return pred, {"count": count, "total": total}
 
 
@@ -77,7 +87,7 @@ def _counting_carry(count0):
 
 @pytest.mark.parametrize("num_prime", [1, 4])
 def test_generate_matches_reference_exactly(num_prime):
-  settings = sampling.SampleSettings(num_frames=7, steps_per_quarter=SPQ)
+  settings = sampling.SampleSettings(num_frames=7)
   prime = _random_prime(0, batch=3, num_prime=num_prime)
   count0 = np.array([0, 5, 200])
   out = sampling.generate(_counting_step, _counting_carry(count0), jnp.asarray(prime),
@@ -91,7 +101,7 @@ def test_generate_matches_reference_exactly(num_prime):
 
 def test_prime_is_consumed_before_sampling():
   """The first sampled frame reflects every prime frame and the carry after them."""
-  settings = sampling.SampleSettings(num_frames=1, steps_per_quarter=SPQ)
+  settings = sampling.SampleSettings(num_frames=1)
   prime = np.zeros((1, 5, FRAME_DIM), np.float32)
   prime[0, :, DURATION_INDEX] = np.array([1, 1, 1, 1, 2]) / SPQ  # 6 steps in total
   out = sampling.generate(_counting_step, _counting_carry([0]), jnp.asarray(prime),
@@ -103,7 +113,7 @@ def test_prime_is_consumed_before_sampling():
 
 
 def test_make_sampler_matches_generate_and_passes_step_args():
-  settings = sampling.SampleSettings(num_frames=5, steps_per_quarter=SPQ)
+  settings = sampling.SampleSettings(num_frames=5)
 
   def step_with_offset(frame, carry, offset):
     return _counting_step(frame, {"count": carry["count"] + offset,
@@ -111,11 +121,11 @@ def test_make_sampler_matches_generate_and_passes_step_args():
 
   prime = _random_prime(1, batch=2, num_prime=3)
   sampler = sampling.make_sampler(step_with_offset, settings)
-  out = sampler(_counting_carry([0, 0]), jnp.asarray(prime), jax.random.key(3),
+  out = sampler(_counting_carry([0, 0]), jnp.asarray(prime), jax.random.key(3), None,
                 jnp.int32(0))
   np.testing.assert_array_equal(np.asarray(out), _counting_reference([0, 0], prime, 5))
   # An offset of 1 per call shifts the count after n calls by n more.
-  out = sampler(_counting_carry([0, 0]), jnp.asarray(prime), jax.random.key(3),
+  out = sampler(_counting_carry([0, 0]), jnp.asarray(prime), jax.random.key(3), None,
                 jnp.int32(1))
   assert not np.array_equal(np.asarray(out), _counting_reference([0, 0], prime, 5))
 
@@ -123,8 +133,7 @@ def test_make_sampler_matches_generate_and_passes_step_args():
 def _uniform_step(frame, carry):
   """Logits 0 everywhere: every note p = 0.5, every duration class equally likely."""
   batch = frame.shape[0]
-  return Prediction(note_logits=jnp.zeros((batch, NUM_NOTES)),
-                    duration=jnp.zeros((batch, NUM_CLASSES))), carry + 1
+  return _pred(jnp.zeros((batch, NUM_NOTES)), jnp.zeros((batch, NUM_CLASSES))), carry + 1
 
 
 @pytest.mark.parametrize("duration_head", ["categorical", "regression"])
@@ -132,16 +141,16 @@ def test_same_seed_same_output_different_seed_different_output(duration_head):
   def step(frame, carry):
     pred, carry = _uniform_step(frame, carry)
     if duration_head == "regression":
-      pred = pred.replace(duration=jnp.zeros((frame.shape[0], 2)))
+      pred = _pred(pred.notes.logits, jnp.zeros((frame.shape[0], 2)), regression=True)
     return pred, carry
 
-  settings = sampling.SampleSettings(num_frames=16, duration_head=duration_head)
+  settings = sampling.SampleSettings(num_frames=16)
   sampler = sampling.make_sampler(step, settings)
   prime = jnp.asarray(_random_prime(2, batch=2, num_prime=2))
   carry = jnp.zeros((), jnp.int32)
-  a = np.asarray(sampler(carry, prime, jax.random.key(7)))
-  b = np.asarray(sampler(carry, prime, jax.random.key(7)))
-  c = np.asarray(sampler(carry, prime, jax.random.key(8)))
+  a = np.asarray(sampler(carry, prime, jax.random.key(7), None))
+  b = np.asarray(sampler(carry, prime, jax.random.key(7), None))
+  c = np.asarray(sampler(carry, prime, jax.random.key(8), None))
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a[:, 2:, :NUM_NOTES], c[:, 2:, :NUM_NOTES])
   assert not np.array_equal(a[:, 2:, DURATION_INDEX], c[:, 2:, DURATION_INDEX])
@@ -158,20 +167,15 @@ def test_compiles_once_for_repeated_shapes():
 
   sampler = sampling.make_sampler(step, sampling.SampleSettings(num_frames=4))
   prime = jnp.asarray(_random_prime(3, batch=2, num_prime=3))
-  sampler(jnp.int32(0), prime, jax.random.key(0)).block_until_ready()
+  sampler(jnp.int32(0), prime, jax.random.key(0), None).block_until_ready()
   after_first = len(traces)
   assert after_first > 0
-  sampler(jnp.int32(5), prime + 0.0, jax.random.key(1)).block_until_ready()
-  sampler(jnp.int32(9), prime, jax.random.key(2)).block_until_ready()
+  sampler(jnp.int32(5), prime + 0.0, jax.random.key(1), None).block_until_ready()
+  sampler(jnp.int32(9), prime, jax.random.key(2), None).block_until_ready()
   assert len(traces) == after_first
   # A new prime length is a new shape: it must retrace (so the counter works).
-  sampler(jnp.int32(0), prime[:, :2], jax.random.key(0)).block_until_ready()
+  sampler(jnp.int32(0), prime[:, :2], jax.random.key(0), None).block_until_ready()
   assert len(traces) > after_first
-
-
-def _pred(note_logits, duration):
-  return Prediction(note_logits=jnp.asarray(note_logits, jnp.float32),
-                    duration=jnp.asarray(duration, jnp.float32))
 
 
 def test_max_polyphony_keeps_exactly_the_most_probable_sampled_notes():
@@ -194,7 +198,7 @@ def test_max_polyphony_ignores_probable_notes_that_were_not_sampled():
   rs = np.random.RandomState(1)
   logits = np.full((STATS_BATCH, NUM_NOTES), -BIG, np.float32)
   logits[:, :8] = rs.normal(size=(STATS_BATCH, 8)).astype(np.float32) * 2
-  pred = _pred(logits, np.zeros((STATS_BATCH, 4)))
+  pred = _pred(logits, np.zeros((STATS_BATCH, 4)), spq=STATS_SPQ)
   key = jax.random.key(11)
   free = np.asarray(_sample_frame(pred, key, STATS))
   limited = np.asarray(_sample_frame(
@@ -210,7 +214,7 @@ def test_max_polyphony_ignores_probable_notes_that_were_not_sampled():
 
 def _duration_pred(probs):
   duration = np.tile(np.log(probs).astype(np.float32), (STATS_BATCH, 1))
-  return _pred(np.zeros((STATS_BATCH, NUM_NOTES)), duration)
+  return _pred(np.zeros((STATS_BATCH, NUM_NOTES)), duration, spq=STATS_SPQ)
 
 
 def test_categorical_duration_values_and_small_top_p_picks_argmax():
@@ -239,7 +243,7 @@ def test_top_p_keeps_the_nucleus_only():
 def test_temperatures_scale_note_and_duration_probabilities():
   # Every note has logit 1; duration logits [1, 0, 0, 0].
   duration = np.tile(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (STATS_BATCH, 1))
-  pred = _pred(np.ones((STATS_BATCH, NUM_NOTES)), duration)
+  pred = _pred(np.ones((STATS_BATCH, NUM_NOTES)), duration, spq=STATS_SPQ)
 
   def fractions(temperature, duration_temperature):
     frame = np.asarray(_sample_frame(pred, jax.random.key(2), dataclasses.replace(
@@ -264,9 +268,10 @@ def test_regression_durations_are_on_the_grid_and_at_least_one_step():
   duration[:10] = [np.log(1e-4), -10.0]  # far below one step
   duration[10:20] = [np.log(1.0), -30.0]  # exactly one quarter
   duration[20:30] = [50.0, 0.0]  # far above the longest duration
-  settings = sampling.SampleSettings(duration_head="regression")  # 12 steps, max 96
-  frame = np.asarray(_sample_frame(
-      _pred(np.zeros((batch, NUM_NOTES)), duration), jax.random.key(4), settings))
+  settings = sampling.SampleSettings()
+  frame = np.asarray(_sample_frame(  # a grid of 12 steps per quarter, at most 96
+      _pred(np.zeros((batch, NUM_NOTES)), duration, regression=True), jax.random.key(4),
+      settings))
   steps = frame[:, DURATION_INDEX] * SPQ
   np.testing.assert_allclose(steps, np.round(steps), atol=1e-4)
   assert steps.min() >= 1.0 - 1e-4 and steps.max() <= 96 + 1e-4
@@ -279,11 +284,11 @@ def test_regression_durations_are_on_the_grid_and_at_least_one_step():
 def test_regression_duration_temperature_scales_the_spread():
   batch = STATS_BATCH
   duration = np.tile(np.array([np.log(2.0), np.log(0.5)], np.float32), (batch, 1))
-  pred = _pred(np.zeros((batch, NUM_NOTES)), duration)
+  pred = _pred(np.zeros((batch, NUM_NOTES)), duration, regression=True)
 
   def durations(t):
     frame = _sample_frame(pred, jax.random.key(5), sampling.SampleSettings(
-        duration_head="regression", duration_temperature=t))
+        duration_temperature=t))
     return np.asarray(frame[:, DURATION_INDEX])
 
   np.testing.assert_array_equal(durations(1e-3), np.full(batch, 2.0, np.float32))
@@ -293,31 +298,32 @@ def test_regression_duration_temperature_scales_the_spread():
 def test_generate_with_regression_head_end_to_end():
   def step(frame, carry):
     batch = frame.shape[0]
-    return Prediction(note_logits=jnp.zeros((batch, NUM_NOTES)),
-                      duration=jnp.tile(jnp.array([-2.0, 0.5]), (batch, 1))), carry
+    return _pred(jnp.zeros((batch, NUM_NOTES)), jnp.tile(jnp.array([-2.0, 0.5]), (batch, 1)),
+                 regression=True), carry
 
-  settings = sampling.SampleSettings(num_frames=50, duration_head="regression")
+  settings = sampling.SampleSettings(num_frames=50)
   out = np.asarray(sampling.make_sampler(step, settings)(
-      jnp.int32(0), jnp.asarray(_random_prime(5, 2, 1)), jax.random.key(0)))
+      jnp.int32(0), jnp.asarray(_random_prime(5, 2, 1)), jax.random.key(0), None))
   steps = out[:, 1:, DURATION_INDEX] * 12
   np.testing.assert_allclose(steps, np.round(steps), atol=1e-4)
   assert steps.min() >= 1.0 - 1e-4
 
 
-def test_from_model_config_copies_the_duration_head_and_grid():
-  config = ModelConfig(duration_head="regression", steps_per_quarter=4,
-                       max_duration_steps=32)
-  settings = sampling.SampleSettings.from_model_config(config, num_frames=9)
-  assert (settings.duration_head, settings.steps_per_quarter,
-          settings.max_duration_steps, settings.num_frames) == ("regression", 4, 32, 9)
-  hash(settings)  # usable as a static jit argument
+def test_allowed_pitches_never_sound():
+  allowed = np.zeros(NUM_NOTES, bool)
+  allowed[10:20] = True
+  pred = _pred(np.full((STATS_BATCH, NUM_NOTES), 3.0), np.zeros((STATS_BATCH, 4)), spq=4)
+  frame = np.asarray(jax.jit(sampling.sample_frame, static_argnums=2)(
+      pred, jax.random.key(0), STATS, jnp.asarray(allowed)))
+  assert frame[:, :NUM_NOTES][:, ~allowed].sum() == 0
+  assert frame[:, 10:20].mean() > 0.9  # sigmoid(3) ~ 0.95 where allowed
+  hash(STATS)  # usable as a static jit argument
 
 
 @pytest.mark.parametrize("kwargs", [
     {"temperature": 0.0}, {"temperature": -1.0}, {"temperature": float("nan")},
     {"duration_temperature": 0.0}, {"top_p": 0.0}, {"top_p": 1.5},
-    {"max_polyphony": -1}, {"num_frames": 0}, {"steps_per_quarter": 0},
-    {"duration_head": "poisson"}, {"max_duration_steps": 0},
+    {"max_polyphony": -1}, {"num_frames": 0}, {"num_frames": 2.5}, {"temperature": "hot"},
 ])
 def test_invalid_settings_raise(kwargs):
   with pytest.raises(ValueError):
@@ -332,7 +338,6 @@ def test_bad_shapes_raise():
   with pytest.raises(ValueError, match="prime"):
     sampling.generate(_uniform_step, jnp.int32(0), jnp.zeros((2, 3, 106)),
                       jax.random.key(0), settings)
-  with pytest.raises(ValueError, match="regression"):
-    _sample_frame(_pred(np.zeros((2, NUM_NOTES)), np.zeros((2, 3))),
-                          jax.random.key(0),
-                          sampling.SampleSettings(duration_head="regression"))
+  with pytest.raises(ValueError, match="notes"):  # a prediction for one frame, not a batch
+    sampling.sample_frame(_pred(np.zeros((NUM_NOTES,)), np.zeros((4,))), jax.random.key(0),
+                          settings)

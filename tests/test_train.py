@@ -12,12 +12,15 @@ import pytest
 
 from musicgen_jax import checkpoint as ckpt_lib
 from musicgen_jax import train as train_lib
+from musicgen_jax import workdir as workdir_lib
+from musicgen_jax.config import RunConfig
 from toy import toy_config, toy_dataset
 
 
 def _params(workdir, config, step=None):
-  params, restored = train_lib.load_params(workdir, config, step=step)
-  return jax.tree.map(np.asarray, params), restored
+  run = workdir_lib.load_run(workdir, step=step)
+  assert run.config == config
+  return jax.tree.map(np.asarray, run.params), run.step
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def test_workdir_outputs(straight_run):
   assert result["step"] == 6 and np.isfinite(result["valid_nll"])
   stored = json.load(open(os.path.join(workdir, "config.json")))
   assert stored["model"]["model"] == "lstm" and stored["train"]["num_steps"] == 6
-  assert train_lib.RunConfig.from_json(stored) == config
+  assert RunConfig.from_json(stored) == config
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in records] == [2, 3, 4, 6]
   for r in records:
@@ -108,7 +111,7 @@ def test_cli_rejects_flags_that_contradict_config(straight_run):
   proc = _cli(f"--workdir={workdir}", "--model=rnn", "--hidden_size=32",
               "--cache_dir=/elsewhere")
   assert proc.returncode != 0
-  assert "--model=rnn (the run in" in proc.stderr and "has lstm" in proc.stderr
+  assert "--model=rnn (the run has lstm)" in proc.stderr
   assert "--hidden_size=32" in proc.stderr
   error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
   assert len(error) == 1 and "--cache_dir" not in error[0]  # where data is cached is no conflict

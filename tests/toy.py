@@ -5,7 +5,7 @@ import numpy as np
 from musicgen_jax.data import DataConfig, Dataset, Piece
 from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM
 from musicgen_jax.models import ModelConfig
-from musicgen_jax.train import RunConfig, TrainConfig
+from musicgen_jax.config import RunConfig, TrainConfig
 
 
 def toy_frames(seed: int, length: int) -> np.ndarray:

@@ -1,175 +1,73 @@
-"""Training batches: random windows of seq_len + 1 frames, stateless in step.
+"""Training batches, stateless in the step: random windows, or pieces walked window by window.
 
-`BatchSampler.batch(step)` depends on (seed, step) alone, so a run resumed at
-step s sees exactly the batches an uninterrupted run sees. Each process of a
-multi-process run takes its own rows of the same global batch: the global plan
-(window starts and transpositions, a few integers per row) is drawn on every
-process, and only the local rows are gathered.
+Both `WindowBatches` and `StreamBatches` compute the batch of step s from (seed, s) alone,
+so a run resumed at step s sees exactly the batches an uninterrupted run sees. Each
+process of a multi-process run takes its own rows of the same global batch: the global
+plan (a few integers per row) is drawn on every process, and only the local rows are
+gathered. `train_batch(step)` gives what the train step reads:
+
+  frames  float32[rows, window + 1, 107]  inputs and the shifted targets
+  mask    float32[rows, window]           1 where the target is real (0 past a piece's end)
+  reset   bool[rows]                      the row starts a piece (a carried state restarts)
 """
 
+from __future__ import annotations
+
+import heapq
 from collections.abc import Sequence
 
-from absl import logging
 import numpy as np
+from absl import logging
 
 from musicgen_jax import encoding
 
 
-class BatchSampler:
-  """Uniform random windows over all valid window starts of the pieces.
+def _arrays(pieces: Sequence) -> list[np.ndarray]:
+  arrays = [np.asarray(getattr(p, "frames", p)) for p in pieces]
+  for a in arrays:
+    if a.ndim != 2 or a.shape[1] != encoding.FRAME_DIM:
+      raise ValueError(f"expected frames [T, {encoding.FRAME_DIM}], got {a.shape}")
+  return arrays
 
-  A window is seq_len + 1 consecutive frames of one piece (inputs and the
-  shifted targets); every start position of every piece long enough is equally
-  likely, so long pieces contribute in proportion to their length. Pieces
-  shorter than seq_len + 1 frames are skipped and counted.
 
-  With transpose_range > 0, each window is transposed by an integer number of
-  semitones drawn uniformly from the shifts in [-transpose_range,
-  transpose_range] that keep all of its notes within pitches 21..126; the
-  duration column is untouched.
+def _check_sizes(window: int, global_batch_size: int, process_index: int, process_count: int,
+                 transpose_range: int) -> None:
+  if window < 1:
+    raise ValueError(f"seq_len must be >= 1, got {window}")
+  if global_batch_size < 1:
+    raise ValueError(f"global batch size must be >= 1, got {global_batch_size}")
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in 0..{process_count - 1} "
+                     f"(process_count={process_count})")
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch size {global_batch_size} does not divide by the "
+                     f"{process_count} processes: set the batch size to a multiple of "
+                     f"{process_count}")
+  if transpose_range < 0:
+    raise ValueError(f"transpose_range must be >= 0, got {transpose_range}")
+
+
+def note_extent(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per frame, the lowest and highest note index (106 and -1 for an empty frame)."""
+  notes = frames[:, :encoding.NUM_NOTES] > 0
+  has_notes = notes.any(axis=1)
+  lowest = np.where(has_notes, np.argmax(notes, axis=1), encoding.NUM_NOTES)
+  highest = np.where(has_notes, encoding.NUM_NOTES - 1 - np.argmax(notes[:, ::-1], axis=1), -1)
+  return lowest.astype(np.int16), highest.astype(np.int16)
+
+
+def transpose(frames: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+  """frames float32[rows, T, 107] with each row's notes moved by shifts[row] semitones.
+
+  The shifts must keep every note in range (see `shift_bounds`); durations are untouched.
   """
-
-  def __init__(self, pieces: Sequence, seq_len: int, global_batch_size: int,
-               seed: int, transpose_range: int = 0, process_index: int = 0,
-               process_count: int = 1):
-    """Builds the sampler.
-
-    Args:
-      pieces: Pieces (with .frames <float32>[T, 107]) or bare frame arrays.
-      seq_len: model input length; windows hold seq_len + 1 frames.
-      global_batch_size: rows of the batch over all processes.
-      seed: the data seed; batch(step) depends on (seed, step) alone.
-      transpose_range: largest transposition in semitones (0 = none).
-      process_index: this process's index in 0..process_count-1.
-      process_count: number of processes sharing each global batch.
-
-    Raises:
-      ValueError: bad sizes, a batch that does not divide by process_count, or
-        no piece as long as seq_len + 1 frames.
-    """
-    if seq_len < 1:
-      raise ValueError(f"seq_len must be >= 1, got {seq_len}")
-    if global_batch_size < 1:
-      raise ValueError(f"global batch size must be >= 1, got {global_batch_size}")
-    if process_count < 1 or not 0 <= process_index < process_count:
-      raise ValueError(f"process_index {process_index} is not in "
-                       f"0..{process_count - 1} (process_count={process_count})")
-    if global_batch_size % process_count:
-      raise ValueError(
-          f"global batch size {global_batch_size} does not divide by the "
-          f"{process_count} processes: set the batch size to a multiple of "
-          f"{process_count}")
-    if transpose_range < 0:
-      raise ValueError(f"transpose_range must be >= 0, got {transpose_range}")
-    self.seq_len = int(seq_len)
-    self.window = self.seq_len + 1
-    self.global_batch_size = int(global_batch_size)
-    self.local_batch_size = self.global_batch_size // process_count
-    self.seed = int(seed)
-    self.transpose_range = int(transpose_range)
-    self.process_index = int(process_index)
-    self.process_count = int(process_count)
-
-    arrays = [np.asarray(getattr(p, "frames", p)) for p in pieces]
-    for a in arrays:
-      if a.ndim != 2 or a.shape[1] != encoding.FRAME_DIM:
-        raise ValueError(f"expected frames [T, {encoding.FRAME_DIM}], got "
-                         f"{a.shape}")
-    lengths = np.array([a.shape[0] for a in arrays], np.int64)
-    usable = lengths >= self.window
-    self.num_pieces = int(usable.sum())
-    self.num_short_pieces = int((~usable).sum())
-    if not self.num_pieces:
-      longest = int(lengths.max()) if lengths.size else 0
-      raise ValueError(
-          f"no training piece has seq_len + 1 = {self.window} frames (the "
-          f"longest of {lengths.size} has {longest}): lower --seq_len")
-    if self.num_short_pieces:
-      logging.info("%d of %d pieces are shorter than seq_len + 1 = %d frames "
-                   "and are skipped", self.num_short_pieces, lengths.size,
-                   self.window)
-    kept = [a for a, u in zip(arrays, usable) if u]
-    frames = np.concatenate(kept).astype(np.float32, copy=False)
-    if self.transpose_range:
-      # Notes padded with transpose_range empty pitches on each side: shifting
-      # a window by s reads columns [R - s, R - s + 106) of the padded rows,
-      # one strided gather through a sliding-window view.
-      r = self.transpose_range
-      padded = np.zeros((frames.shape[0], encoding.NUM_NOTES + 2 * r),
-                        np.float32)
-      padded[:, r:r + encoding.NUM_NOTES] = frames[:, :encoding.NUM_NOTES]
-      self._shifted_notes = np.lib.stride_tricks.sliding_window_view(
-          padded, encoding.NUM_NOTES, axis=1)  # [frames, 2R + 1, 106]
-      self._durations = np.ascontiguousarray(
-          frames[:, encoding.DURATION_INDEX])
-      # Lowest / highest note index per frame (106 / -1 for an empty frame).
-      notes = frames[:, :encoding.NUM_NOTES] > 0
-      has_notes = notes.any(axis=1)
-      self._lowest = np.where(has_notes, np.argmax(notes, axis=1),
-                              encoding.NUM_NOTES).astype(np.int16)
-      self._highest = np.where(
-          has_notes, encoding.NUM_NOTES - 1 - np.argmax(notes[:, ::-1], axis=1),
-          -1).astype(np.int16)
-    else:
-      # <float32>[total_frames, 107]: windows are gathered from one array.
-      self._frames = np.ascontiguousarray(frames)
-    piece_offsets = np.concatenate([[0], np.cumsum(lengths[usable])])[:-1]
-    starts_per_piece = lengths[usable] - self.window + 1
-    # Window number u belongs to the piece whose [cum_before, cum_after)
-    # range contains it; its first frame is piece_offset + (u - cum_before).
-    self._cum_starts = np.cumsum(starts_per_piece)
-    self._start_shift = piece_offsets - (self._cum_starts - starts_per_piece)
-    self.num_windows = int(self._cum_starts[-1])
-    self._time = np.arange(self.window, dtype=np.int64)
-
-  def _plan(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """The global plan of one step: (frame starts, uniform draws) [global]."""
-    rng = np.random.default_rng([self.seed, int(step)])
-    windows = rng.integers(0, self.num_windows, size=self.global_batch_size)
-    shift_draws = rng.random(self.global_batch_size)
-    piece = np.searchsorted(self._cum_starts, windows, side="right")
-    return windows + self._start_shift[piece], shift_draws
-
-  def batch(self, step: int) -> np.ndarray:
-    """This process's rows of global batch `step`.
-
-    Returns:
-      <float32>[global_batch_size // process_count, seq_len + 1, 107]; process
-      p gets rows [p * n, (p + 1) * n) of the global batch.
-    """
-    starts, shift_draws = self._plan(step)
-    lo = self.process_index * self.local_batch_size
-    hi = lo + self.local_batch_size
-    starts, shift_draws = starts[lo:hi], shift_draws[lo:hi]
-    rows = starts[:, None] + self._time[None, :]  # [n, seq_len + 1]
-    if not self.transpose_range:
-      return self._frames[rows]
-    shifts = self.shifts(rows, shift_draws)
-    batch = np.empty((rows.shape[0], self.window, encoding.FRAME_DIM),
-                     np.float32)
-    batch[:, :, :encoding.NUM_NOTES] = self._shifted_notes[
-        rows, (self.transpose_range - shifts)[:, None]]
-    batch[:, :, encoding.DURATION_INDEX] = self._durations[rows]
-    return batch
-
-  def shifts(self, rows: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """Per window, a shift drawn from those that keep its notes in range.
-
-    Args:
-      rows: <int>[n, seq_len + 1] frame indices of the windows.
-      draws: <float>[n] uniform numbers in [0, 1).
-
-    Returns:
-      <int64>[n] shifts in semitones, uniform over the allowed ones.
-    """
-    lowest = self._lowest[rows].min(axis=1).astype(np.int64)
-    highest = self._highest[rows].max(axis=1).astype(np.int64)
-    low, high = shift_bounds(lowest, highest, self.transpose_range)
-    return low + np.minimum((draws * (high - low + 1)).astype(np.int64),
-                            high - low)
-
-  def __call__(self, step: int) -> np.ndarray:
-    return self.batch(step)
+  out = frames.copy()
+  for shift in np.unique(shifts):
+    if shift:
+      rows = shifts == shift
+      out[rows, :, :encoding.NUM_NOTES] = np.roll(frames[rows, :, :encoding.NUM_NOTES],
+                                                  int(shift), axis=-1)
+  return out
 
 
 def shift_bounds(lowest: np.ndarray, highest: np.ndarray,
@@ -177,27 +75,184 @@ def shift_bounds(lowest: np.ndarray, highest: np.ndarray,
   """The shifts that keep every note of a window within pitches 21..126.
 
   Args:
-    lowest, highest: <int>[B] the lowest and highest note index (0..105) in
-      each window; a window without notes has highest < 0.
+    lowest, highest: int[B] the lowest and highest note index (0..105) in each window;
+      a window without notes has highest < 0.
     transpose_range: the largest shift asked for.
 
   Returns:
-    (low, high) <int64>[B]: shifts s with low <= s <= high keep the window's
-    notes in 0..105; low <= 0 <= high. A window without notes allows
-    [-transpose_range, transpose_range].
+    (low, high) int64[B]: shifts s with low <= s <= high keep the window's notes in
+    0..105; low <= 0 <= high. A window without notes allows [-range, range].
   """
   has_notes = highest >= 0
   r = transpose_range
   low = np.where(has_notes, np.maximum(-r, -lowest), -r)
-  high = np.where(has_notes,
-                  np.minimum(r, encoding.NUM_NOTES - 1 - highest), r)
+  high = np.where(has_notes, np.minimum(r, encoding.NUM_NOTES - 1 - highest), r)
   return low.astype(np.int64), high.astype(np.int64)
 
 
 def allowed_shifts(notes: np.ndarray, transpose_range: int):
-  """shift_bounds from <bool>[B, 106]: which pitches occur in each window."""
-  has_notes = notes.any(axis=1)
-  lowest = np.argmax(notes, axis=1)
-  highest = np.where(
-      has_notes, encoding.NUM_NOTES - 1 - np.argmax(notes[:, ::-1], axis=1), -1)
-  return shift_bounds(lowest, highest, transpose_range)
+  """shift_bounds from bool[B, 106]: which pitches occur in each window."""
+  lowest, highest = note_extent(notes.astype(np.float32))
+  return shift_bounds(lowest.astype(np.int64), highest.astype(np.int64), transpose_range)
+
+
+def draw_shifts(lowest, highest, draws: np.ndarray, transpose_range: int) -> np.ndarray:
+  """Per window, a shift uniform over those that keep its notes in range (draws in [0, 1))."""
+  low, high = shift_bounds(np.asarray(lowest, np.int64), np.asarray(highest, np.int64),
+                           transpose_range)
+  return low + np.minimum((draws * (high - low + 1)).astype(np.int64), high - low)
+
+
+class WindowBatches:
+  """Uniform random windows over all valid window starts of the pieces.
+
+  A window is seq_len + 1 consecutive frames of one piece (inputs and the shifted
+  targets); every start of every piece long enough is equally likely, so long pieces
+  contribute in proportion to their length. Pieces shorter than seq_len + 1 frames are
+  skipped and counted. With transpose_range > 0 each window is transposed by a whole
+  number of semitones drawn uniformly from the shifts in [-transpose_range,
+  transpose_range] that keep all of its notes within pitches 21..126.
+  """
+
+  def __init__(self, pieces: Sequence, seq_len: int, global_batch_size: int, seed: int,
+               transpose_range: int = 0, process_index: int = 0, process_count: int = 1):
+    _check_sizes(seq_len, global_batch_size, process_index, process_count, transpose_range)
+    self.seq_len, self.window = int(seq_len), int(seq_len) + 1
+    self.global_batch_size = int(global_batch_size)
+    self.local_batch_size = self.global_batch_size // process_count
+    self.seed, self.transpose_range = int(seed), int(transpose_range)
+    self.process_index = int(process_index)
+    arrays = _arrays(pieces)
+    lengths = np.array([a.shape[0] for a in arrays], np.int64)
+    usable = lengths >= self.window
+    self.num_pieces, self.num_short_pieces = int(usable.sum()), int((~usable).sum())
+    if not self.num_pieces:
+      longest = int(lengths.max()) if lengths.size else 0
+      raise ValueError(f"no training piece has seq_len + 1 = {self.window} frames (the "
+                       f"longest of {lengths.size} has {longest}): lower --seq_len")
+    if self.num_short_pieces:
+      logging.info("%d of %d pieces are shorter than seq_len + 1 = %d frames and are skipped",
+                   self.num_short_pieces, lengths.size, self.window)
+    self._frames = np.ascontiguousarray(
+        np.concatenate([a for a, u in zip(arrays, usable) if u]).astype(np.float32, copy=False))
+    if self.transpose_range:
+      self._lowest, self._highest = note_extent(self._frames)
+    # Window number u belongs to the piece whose [cum_before, cum_after) range holds it;
+    # its first frame is piece_offset + (u - cum_before).
+    offsets = np.concatenate([[0], np.cumsum(lengths[usable])])[:-1]
+    starts_per_piece = lengths[usable] - self.window + 1
+    self._cum_starts = np.cumsum(starts_per_piece)
+    self._start_shift = offsets - (self._cum_starts - starts_per_piece)
+    self.num_windows = int(self._cum_starts[-1])
+    self._time = np.arange(self.window, dtype=np.int64)
+
+  def batch(self, step: int) -> np.ndarray:
+    """This process's rows of global batch `step`: float32[local rows, seq_len + 1, 107].
+
+    Process p gets rows [p * n, (p + 1) * n) of the global batch.
+    """
+    rng = np.random.default_rng([self.seed, int(step)])
+    windows = rng.integers(0, self.num_windows, size=self.global_batch_size)
+    draws = rng.random(self.global_batch_size)
+    starts = windows + self._start_shift[np.searchsorted(self._cum_starts, windows, "right")]
+    lo = self.process_index * self.local_batch_size
+    local = slice(lo, lo + self.local_batch_size)
+    rows = starts[local, None] + self._time[None, :]  # [n, seq_len + 1]
+    batch = self._frames[rows]
+    if not self.transpose_range:
+      return batch
+    shifts = draw_shifts(self._lowest[rows].min(axis=1), self._highest[rows].max(axis=1),
+                         draws[local], self.transpose_range)
+    return transpose(batch, shifts)
+
+  def train_batch(self, step: int) -> dict:
+    frames = self.batch(step)
+    rows = frames.shape[0]
+    return {"frames": frames, "mask": np.ones((rows, self.seq_len), np.float32),
+            "reset": np.ones((rows,), bool)}
+
+
+class StreamBatches:
+  """Each row walks whole pieces window after window (truncated BPTT).
+
+  Per epoch the pieces are shuffled (from (seed, epoch)) and dealt to the rows, each
+  piece to the row with the fewest windows so far; a row then reads its pieces window
+  by window, seq_len targets at a time, so a model can carry its state from one step to
+  the next. A piece's first window has `reset`; its last one is padded (mask 0). Rows
+  that run out before the epoch ends are empty (mask 0). With transpose_range > 0 a
+  whole piece is moved by one shift per epoch.
+  """
+
+  def __init__(self, pieces: Sequence, seq_len: int, global_batch_size: int, seed: int,
+               transpose_range: int = 0, process_index: int = 0, process_count: int = 1):
+    _check_sizes(seq_len, global_batch_size, process_index, process_count, transpose_range)
+    self.seq_len = int(seq_len)
+    self.global_batch_size = int(global_batch_size)
+    self.local_batch_size = self.global_batch_size // process_count
+    self.seed, self.transpose_range = int(seed), int(transpose_range)
+    self.process_index = int(process_index)
+    self._pieces = [a.astype(np.float32, copy=False) for a in _arrays(pieces) if len(a) >= 2]
+    if not self._pieces:
+      raise ValueError("no training piece has two or more frames")
+    self._windows = np.array([-(-(len(a) - 1) // self.seq_len) for a in self._pieces])
+    self._extent = [(int(lo.min()), int(hi.max())) for lo, hi in map(note_extent, self._pieces)]
+    self._epochs: list[np.ndarray] = []  # per epoch: int32[steps, rows, 3] piece/window/shift
+    self._epoch_starts = [0]
+
+  def _plan(self, epoch: int) -> np.ndarray:
+    """int64[steps, rows, 3]: (piece, window, shift) per step and row; piece -1 = empty."""
+    rng = np.random.default_rng([self.seed, epoch, 1])
+    order = rng.permutation(len(self._pieces))
+    draws = rng.random(len(self._pieces))
+    rows = [(0, row, []) for row in range(self.global_batch_size)]  # (windows, row, pieces)
+    heapq.heapify(rows)
+    for index in order:
+      count, row, assigned = heapq.heappop(rows)
+      assigned.append(int(index))
+      heapq.heappush(rows, (count + int(self._windows[index]), row, assigned))
+    steps = max(count for count, _, _ in rows)
+    plan = np.full((steps, self.global_batch_size, 3), -1, np.int64)
+    for _, row, assigned in rows:
+      t = 0
+      for index in assigned:
+        lo, hi = self._extent[index]
+        shift = (draw_shifts([lo], [hi], draws[index:index + 1], self.transpose_range)[0]
+                 if self.transpose_range else 0)
+        for window in range(self._windows[index]):
+          plan[t, row] = (index, window, shift)
+          t += 1
+    return plan
+
+  def _locate(self, step: int) -> np.ndarray:
+    """The plan rows of global step `step` (epochs are planned as they are reached)."""
+    while step >= self._epoch_starts[-1]:
+      plan = self._plan(len(self._epochs))
+      self._epochs.append(plan)
+      self._epoch_starts.append(self._epoch_starts[-1] + plan.shape[0])
+    epoch = int(np.searchsorted(self._epoch_starts, step, side="right")) - 1
+    return self._epochs[epoch][step - self._epoch_starts[epoch]]
+
+  def steps_per_epoch(self, epoch: int = 0) -> int:
+    while len(self._epochs) <= epoch:
+      self._locate(self._epoch_starts[-1])
+    return self._epochs[epoch].shape[0]
+
+  def train_batch(self, step: int) -> dict:
+    lo = self.process_index * self.local_batch_size
+    plan = self._locate(int(step))[lo:lo + self.local_batch_size]
+    rows, width = plan.shape[0], self.seq_len
+    frames = np.zeros((rows, width + 1, encoding.FRAME_DIM), np.float32)
+    mask = np.zeros((rows, width), np.float32)
+    reset = np.ones((rows,), bool)
+    for row, (index, window, shift) in enumerate(plan):
+      if index < 0:
+        continue
+      piece = self._pieces[index]
+      start = window * width
+      part = piece[start:start + width + 1]
+      frames[row, :len(part)] = part
+      mask[row, :len(part) - 1] = 1.0
+      reset[row] = window == 0
+      if shift:
+        frames[row] = transpose(frames[row:row + 1], np.array([shift]))[0]
+    return {"frames": frames, "mask": mask, "reset": reset}

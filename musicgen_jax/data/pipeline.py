@@ -238,80 +238,73 @@ def _densify(pieces: list[sources.SparsePiece]) -> list[np.ndarray]:
   return [frames[offsets[i]:offsets[i + 1]] for i in range(len(pieces))]
 
 
-def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
-  """midi_dir / bach_chorales: list files, reuse cached ones, encode the rest."""
+def _list_source(cfg: DataConfig) -> tuple[list[sources.SourceFile], str]:
+  """All the source's files (sorted) and where they come from."""
   if cfg.dataset == "midi_dir":
-    files = sources.list_midi_files(cfg.data_dir)
-    location = os.path.abspath(os.path.expanduser(cfg.data_dir))
-  else:
-    files = sources.list_bach_chorales()
-    location = "music21 corpus (Bach chorales)"
-  listed = files
-  if cfg.max_files:
-    files = files[:cfg.max_files]
-  key = cache_lib.cache_key(cfg.dataset, location, cfg.encoding_settings)
-  path = cache_lib.cache_path(cfg.cache_dir, cfg.dataset, key)
-  cached = cache_lib.read_cache(path, key)
-  by_name = {}
-  if cached is not None:
-    by_name.update({s.name: s for s in cached.skipped})
-    by_name.update({p.name: p for p in cached.pieces})
+    return (sources.list_midi_files(cfg.data_dir),
+            os.path.abspath(os.path.expanduser(cfg.data_dir)))
+  return sources.list_bach_chorales(), "music21 corpus (Bach chorales)"
 
-  def cached_entry(f):
-    entry = by_name.get(f.name)
-    if (entry is not None and
-        entry.signature == cache_lib.jsonable_signature(f.signature)):
+
+class _CacheIndex:
+  """The cached entries of a source, usable while a file's signature is unchanged."""
+
+  def __init__(self, cached: cache_lib.CacheContents | None):
+    self.by_name = {}
+    if cached is not None:
+      self.by_name.update({s.name: s for s in cached.skipped})
+      self.by_name.update({p.name: p for p in cached.pieces})
+
+  def get(self, f: sources.SourceFile):
+    entry = self.by_name.get(f.name)
+    if entry is not None and entry.signature == cache_lib.jsonable_signature(f.signature):
       return entry
     return None
 
-  entries, to_encode = {}, []
-  for f in files:
-    entry = cached_entry(f)
-    if entry is not None:
-      entries[f.name] = entry
-    else:
-      to_encode.append(f)
-  # Cached files outside max_files stay in the cache; removed or changed
-  # files leave it.
-  kept_outside = [e for e in map(cached_entry, listed[len(files):])
-                  if e is not None]
-  stale = len(by_name) - len(entries) - len(kept_outside)
 
-  encode_seconds = 0.0
-  if to_encode:
-    logging.info("%s: %d of %d files to encode (%d cached)", location,
-                 len(to_encode), len(files), len(files) - len(to_encode))
-    start = time.perf_counter()
-    results = encode_files(cfg.dataset, to_encode, cfg.encoding_settings,
-                           num_workers=cfg.num_workers, what=location,
-                           progress_interval_s=progress_interval_s)
-    encode_seconds = time.perf_counter() - start
-    for f in to_encode:
-      piece, reason = results[f.name]
-      if piece is None:
-        entries[f.name] = cache_lib.CachedSkip(f.name, f.signature, reason)
-      else:
-        entries[f.name] = cache_lib.CachedPiece(f.name, f.signature, None,
-                                                piece)
+def _encode_into(entries: dict, to_encode: list, cfg: DataConfig, location: str,
+                 progress_interval_s: float) -> float:
+  """Encodes the files not in the cache into `entries`; returns the seconds it took."""
+  if not to_encode:
+    return 0.0
+  logging.info("%s: %d files to encode (%d cached)", location, len(to_encode), len(entries))
+  start = time.perf_counter()
+  results = encode_files(cfg.dataset, to_encode, cfg.encoding_settings,
+                         num_workers=cfg.num_workers, what=location,
+                         progress_interval_s=progress_interval_s)
+  for f in to_encode:
+    piece, reason = results[f.name]
+    entries[f.name] = (cache_lib.CachedSkip(f.name, f.signature, reason) if piece is None
+                       else cache_lib.CachedPiece(f.name, f.signature, None, piece))
+  return time.perf_counter() - start
+
+
+def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
+  """midi_dir / bach_chorales: list files, reuse cached ones, encode the rest."""
+  listed, location = _list_source(cfg)
+  files = listed[:cfg.max_files] if cfg.max_files else listed
+  key = cache_lib.cache_key(cfg.dataset, location, cfg.encoding_settings)
+  path = cache_lib.cache_path(cfg.cache_dir, cfg.dataset, key)
+  index = _CacheIndex(cache_lib.read_cache(path, key))
+  entries = {f.name: index.get(f) for f in files if index.get(f) is not None}
+  to_encode = [f for f in files if f.name not in entries]
+  # Cached files outside max_files stay in the cache; removed or changed files leave it.
+  kept_outside = [e for e in map(index.get, listed[len(files):]) if e is not None]
+  stale = len(index.by_name) - len(entries) - len(kept_outside)
+  encode_seconds = _encode_into(entries, to_encode, cfg, location, progress_interval_s)
   ordered = [entries[f.name] for f in files]
-  pieces = [e for e in ordered if isinstance(e, cache_lib.CachedPiece)]
-  skips = [e for e in ordered if isinstance(e, cache_lib.CachedSkip)]
+  is_piece = lambda e: isinstance(e, cache_lib.CachedPiece)
+  pieces = [e for e in ordered if is_piece(e)]
+  skips = [e for e in ordered if not is_piece(e)]
   if to_encode or stale:
-    outside_pieces = [e for e in kept_outside
-                      if isinstance(e, cache_lib.CachedPiece)]
-    outside_skips = [e for e in kept_outside
-                     if isinstance(e, cache_lib.CachedSkip)]
-    cache_lib.write_cache(path, key, pieces + outside_pieces,
-                          skips + outside_skips,
+    cache_lib.write_cache(path, key, pieces + [e for e in kept_outside if is_piece(e)],
+                          skips + [e for e in kept_outside if not is_piece(e)],
                           {"dataset": cfg.dataset, "location": location,
                            "settings": cfg.encoding_settings})
     logging.info("wrote cache %s", path)
-  info = {
-      "source": location, "num_files": len(files), "num_encoded": len(to_encode),
-      "num_cached": len(files) - len(to_encode),
-      "cache_hit": not to_encode, "cache_path": path,
-      "encode_seconds": encode_seconds,
-  }
+  info = {"source": location, "num_files": len(files), "num_encoded": len(to_encode),
+          "num_cached": len(files) - len(to_encode), "cache_hit": not to_encode,
+          "cache_path": path, "encode_seconds": encode_seconds}
   return pieces, [(s.name, s.reason) for s in skips], info
 
 
@@ -352,13 +345,38 @@ def _load_json_source(cfg: DataConfig):
   return pieces, [(s.name, s.reason) for s in skips], info
 
 
+def _split_pieces(cfg: DataConfig, entries: list) -> dict[str, list[Piece]]:
+  frames = _densify([e.piece for e in entries])
+  splits = {s: [] for s in splits_lib.SPLITS}
+  for entry, piece_frames in zip(entries, frames):
+    split = entry.split or splits_lib.assign_split(entry.name, cfg.valid_fraction,
+                                                   cfg.test_fraction)
+    splits[split].append(Piece(entry.name, piece_frames))
+  for split in splits:
+    splits[split].sort(key=lambda p: p.name)
+  return splits
+
+
+def _summary(cfg: DataConfig, info: dict, entries: list, skipped: list,
+             splits: dict[str, list[Piece]]) -> dict:
+  summary = dict(info)
+  summary.update({
+      "dataset": cfg.dataset,
+      "num_pieces": len(entries),
+      "num_skipped": len(skipped),
+      "pieces_per_split": {s: len(p) for s, p in splits.items()},
+      "frames_per_split": {s: sum(p.num_frames for p in ps) for s, ps in splits.items()},
+      "num_frames": sum(e.piece.num_frames for e in entries),
+      "num_notes": sum(int(e.piece.rows.shape[0]) for e in entries),
+  })
+  summary.update({k: sum(int(e.piece.stats.get(k, 0)) for e in entries)
+                  for k in ("dropped_out_of_range", "dropped_drums")})
+  return summary
+
+
 def load_dataset(cfg: DataConfig, *,
                  progress_interval_s: float = PROGRESS_INTERVAL_S) -> Dataset:
   """Loads (encoding and caching as needed) the dataset that cfg names.
-
-  Args:
-    cfg: the data configuration.
-    progress_interval_s: seconds between progress lines while encoding.
 
   Returns:
     A Dataset: pieces in 'train'/'valid'/'test' (MIDI sources split by a hash
@@ -377,45 +395,20 @@ def load_dataset(cfg: DataConfig, *,
   _warn_skipped(skipped, info["source"])
   if not entries:
     raise _no_music_error(info["source"], info["num_files"], skipped)
-
-  frames = _densify([e.piece for e in entries])
-  splits = {s: [] for s in splits_lib.SPLITS}
-  for entry, piece_frames in zip(entries, frames):
-    split = entry.split or splits_lib.assign_split(
-        entry.name, cfg.valid_fraction, cfg.test_fraction)
-    splits[split].append(Piece(entry.name, piece_frames))
-  for split in splits:
-    splits[split].sort(key=lambda p: p.name)
-    if not splits[split]:
+  splits = _split_pieces(cfg, entries)
+  for split, pieces in splits.items():
+    if not pieces:
       logging.warning("the %s split of %s is empty", split, info["source"])
-
-  totals = {
-      "num_frames": sum(e.piece.num_frames for e in entries),
-      "num_notes": sum(int(e.piece.rows.shape[0]) for e in entries),
-  }
-  totals.update({k: sum(int(e.piece.stats.get(k, 0)) for e in entries)
-                 for k in ("dropped_out_of_range", "dropped_drums")})
-  summary = dict(info)
-  summary.update({
-      "dataset": cfg.dataset,
-      "num_pieces": len(entries),
-      "num_skipped": len(skipped),
-      "pieces_per_split": {s: len(p) for s, p in splits.items()},
-      "frames_per_split": {s: sum(p.num_frames for p in ps)
-                           for s, ps in splits.items()},
-      **totals,
-      "load_seconds": time.perf_counter() - start,
-  })
+  summary = _summary(cfg, info, entries, skipped, splits)
+  summary["load_seconds"] = time.perf_counter() - start
   logging.info(
-      "%s: %d pieces (train %d, valid %d, test %d), %d frames, %d skipped, "
-      "%s in %.2f s", cfg.dataset, summary["num_pieces"],
-      len(splits["train"]), len(splits["valid"]), len(splits["test"]),
-      totals["num_frames"], len(skipped),
-      "from cache" if info["cache_hit"] else
-      f"{info['num_encoded']} encoded", summary["load_seconds"])
-  if totals["dropped_out_of_range"] or totals["dropped_drums"]:
+      "%s: %d pieces (train %d, valid %d, test %d), %d frames, %d skipped, %s in %.2f s",
+      cfg.dataset, summary["num_pieces"], len(splits["train"]), len(splits["valid"]),
+      len(splits["test"]), summary["num_frames"], len(skipped),
+      "from cache" if info["cache_hit"] else f"{info['num_encoded']} encoded",
+      summary["load_seconds"])
+  if summary["dropped_out_of_range"] or summary["dropped_drums"]:
     logging.info("dropped %d notes outside pitches %d..%d and %d drum notes",
-                 totals["dropped_out_of_range"], encoding.LOWEST_PITCH,
-                 encoding.LOWEST_PITCH + encoding.NUM_NOTES - 1,
-                 totals["dropped_drums"])
+                 summary["dropped_out_of_range"], encoding.LOWEST_PITCH,
+                 encoding.HIGHEST_PITCH, summary["dropped_drums"])
   return Dataset(splits=splits, skipped=skipped, summary=summary, config=cfg)

@@ -137,10 +137,6 @@ def _import_music21():
   return music21
 
 
-def music21_version() -> str:
-  return str(_import_music21().__version__)
-
-
 def list_bach_chorales() -> list[SourceFile]:
   """The Bach chorale score files of the corpus that music21 installs (sorted).
 

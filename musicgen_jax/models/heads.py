@@ -1,7 +1,8 @@
-"""What every model shares: the input features it reads and the heads it predicts with.
+"""What every model shares: the input features it reads and the head it predicts with.
 
 The stored frame keeps the duration in quarter notes; models read it through
-`duration_feature` (defined here once), and predict through `OutputHeads`.
+`duration_feature` (defined here once), and turn their hidden state into a
+`FrameDistribution` through `FrameHead`.
 """
 
 import flax.linen as nn
@@ -9,10 +10,17 @@ import jax
 import jax.numpy as jnp
 
 from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES
-from musicgen_jax.models import ModelConfig, Prediction
+from musicgen_jax.models.config import ModelConfig
+from musicgen_jax.models.distributions import (CategoricalDuration, FrameDistribution,
+                                               IndependentNotes, LogNormalDuration, NadeNotes)
 
 REGRESSION_OUTPUTS = 2  # mean and log standard deviation of log(duration)
 LOG_STD_BOUND = 5.0  # the regression head's log-std is softly bounded to (-5, 5)
+# Initial note logit: p = sigmoid(-4) ~ 1.8%, about two of the 106 pitches per onset, near
+# what real music has. Starting at p = 0.5 costs the first hundreds of steps on learning
+# that most pitches are silent (the prior-probability initialisation of detection heads).
+NOTE_PRIOR_LOGIT = -4.0
+NADE_INIT_STDDEV = 0.01  # small NADE weights: the head starts near the independent prior
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -22,11 +30,11 @@ def compute_dtype(cfg: ModelConfig) -> jnp.dtype:
   return _DTYPES[cfg.dtype]
 
 
-def duration_output_size(cfg: ModelConfig) -> int:
-  """Last-axis size of `Prediction.duration` for this config."""
-  if cfg.duration_head == "categorical":
-    return cfg.max_duration_steps
-  return REGRESSION_OUTPUTS
+def check_frames(frames: jax.Array, ndim: int = 3) -> None:
+  """Raises unless frames are float[batch, (time,) 107]."""
+  shape = "[batch, time, 107]" if ndim == 3 else "[batch, 107]"
+  if frames.ndim != ndim or frames.shape[-1] != FRAME_DIM:
+    raise ValueError(f"frames must be {shape}, got shape {frames.shape}")
 
 
 def duration_feature(duration: jax.Array) -> jax.Array:
@@ -42,10 +50,7 @@ def duration_feature(duration: jax.Array) -> jax.Array:
 
 
 def input_features(frames: jax.Array) -> jax.Array:
-  """Maps raw frames to the features every model reads.
-
-  Args:
-    frames: float32[..., 107] raw frames; frame[..., 106] is the duration in quarters.
+  """Maps raw frames float32[..., 107] to the features every model reads.
 
   Returns:
     float32[..., 107]: the 106 note indicators unchanged, then `duration_feature`.
@@ -58,40 +63,44 @@ def input_features(frames: jax.Array) -> jax.Array:
   return jnp.concatenate([notes, duration[..., None]], axis=-1)
 
 
-# Initial note logit: p = sigmoid(-4) ~ 1.8%, about two of the 106 pitches per onset, near
-# what real music has. Starting at p = 0.5 costs the first hundreds of steps on learning
-# that most pitches are silent (the prior-probability initialisation of detection heads).
-NOTE_PRIOR_LOGIT = -4.0
+class FrameHead(nn.Module):
+  """The model's hidden state -> a FrameDistribution over the next frame.
 
-
-class OutputHeads(nn.Module):
-  """A Dense to 106 note logits and a Dense to the duration output.
+  A Dense to 106 note logits (the NADE's visible bias with `note_head='nade'`, which adds
+  a Dense to the NADE's hidden bias and its weights `nade_w_in`, `nade_w_out`), and a Dense
+  to the duration output (classes, or the regression's mean and log-std).
 
   Attributes:
-    cfg: the model config (duration head, class count, compute dtype).
+    cfg: the model config (heads, class count, compute dtype).
   """
 
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, hidden: jax.Array) -> Prediction:
-    """Predicts the next frame.
-
-    Args:
-      hidden: float[..., features] the model's last hidden state.
-
-    Returns:
-      Prediction with float32 fields: note_logits [..., 106] and duration
-      [..., max_duration_steps] (categorical) or [..., 2] (regression).
-    """
-    dtype = compute_dtype(self.cfg)
-    note_logits = nn.Dense(NUM_NOTES, dtype=dtype, name="notes",
-                           bias_init=nn.initializers.constant(NOTE_PRIOR_LOGIT))(hidden)
-    duration = nn.Dense(duration_output_size(self.cfg), dtype=dtype, name="duration")(hidden)
-    note_logits = note_logits.astype(jnp.float32)
-    duration = duration.astype(jnp.float32)
-    if self.cfg.duration_head == "regression":
-      mean, raw_log_std = duration[..., 0], duration[..., 1]
-      log_std = LOG_STD_BOUND * jnp.tanh(raw_log_std / LOG_STD_BOUND)
-      duration = jnp.stack([mean, log_std], axis=-1)
-    return Prediction(note_logits=note_logits, duration=duration)
+  def __call__(self, hidden: jax.Array) -> FrameDistribution:
+    """hidden: float[..., features] -> FrameDistribution with float32 fields [..., ...]."""
+    cfg = self.cfg
+    dtype = compute_dtype(cfg)
+    dense = lambda size, name, **kw: nn.Dense(size, dtype=dtype, name=name, **kw)(hidden)
+    note_logits = dense(NUM_NOTES, "notes",
+                        bias_init=nn.initializers.constant(NOTE_PRIOR_LOGIT)).astype(jnp.float32)
+    if cfg.note_head == "nade":
+      init = nn.initializers.normal(NADE_INIT_STDDEV)
+      notes = NadeNotes(
+          visible_bias=note_logits,
+          hidden_bias=dense(cfg.nade_hidden, "nade_hidden").astype(jnp.float32),
+          w_in=self.param("nade_w_in", init, (NUM_NOTES, cfg.nade_hidden)),
+          w_out=self.param("nade_w_out", init, (cfg.nade_hidden, NUM_NOTES)))
+    else:
+      notes = IndependentNotes(logits=note_logits)
+    if cfg.duration_head == "categorical":
+      duration = CategoricalDuration(
+          logits=dense(cfg.max_duration_steps, "duration").astype(jnp.float32),
+          steps_per_quarter=cfg.steps_per_quarter)
+    else:
+      raw = dense(REGRESSION_OUTPUTS, "duration").astype(jnp.float32)
+      log_std = LOG_STD_BOUND * jnp.tanh(raw[..., 1] / LOG_STD_BOUND)
+      duration = LogNormalDuration(mean_log_std=jnp.stack([raw[..., 0], log_std], axis=-1),
+                                   steps_per_quarter=cfg.steps_per_quarter,
+                                   max_steps=cfg.max_duration_steps)
+    return FrameDistribution(notes=notes, duration=duration)

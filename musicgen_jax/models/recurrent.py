@@ -1,46 +1,85 @@
-"""Recurrent models: a causal RNN/LSTM stack and a bidirectional LSTM over a window."""
+"""Recurrent models: a causal RNN/LSTM stack, and a bidirectional LSTM over a window.
 
-from typing import Any
+Each layer projects its whole input sequence with one matmul before the time loop (as
+cuDNN does), so the `lax.scan` over time holds only the recurrent matmul and the gates.
+Parameters keep the names and shapes of Flax's `SimpleCell` and `OptimizedLSTMCell`.
+"""
 
-import flax
+from typing import Any, ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.encoding import FRAME_DIM
-from musicgen_jax.models import ModelConfig, Prediction
-from musicgen_jax.models.heads import OutputHeads, compute_dtype, input_features
+from musicgen_jax.models.config import ModelConfig
+from musicgen_jax.models.distributions import FrameDistribution
+from musicgen_jax.models.heads import FrameHead, check_frames, compute_dtype, input_features
+from musicgen_jax.models.protocol import STATE, WINDOW, Context, FrameWindow, empty_window
+from musicgen_jax.models.protocol import push_frame
 
-Carry = Any  # per layer: float[batch, hidden] (rnn) or (c, h) of float[batch, hidden] (lstm)
-
-
-def _check_frames(frames: jax.Array) -> None:
-  if frames.ndim != 3 or frames.shape[-1] != FRAME_DIM:
-    raise ValueError(f"frames must be [batch, time, {FRAME_DIM}], got shape {frames.shape}")
-
-
-def _cell(cfg: ModelConfig, kind: str, name: str) -> nn.RNNCellBase:
-  """A SimpleCell (rnn) or OptimizedLSTMCell (lstm); `name` names its parameters."""
-  dtype = compute_dtype(cfg)
-  if kind == "rnn":
-    return nn.SimpleCell(features=cfg.hidden_size, dtype=dtype, name=name)
-  return nn.OptimizedLSTMCell(features=cfg.hidden_size, dtype=dtype, name=name)
+Carry = Any  # per layer: simple cell float[batch, hidden]; LSTM (c, h) float32[batch, hidden]
+SIMPLE, LSTM_CELL = "simple", "lstm_cell"  # the cells a layer can run
+LSTM_GATES = ("i", "f", "g", "o")
+SCAN_UNROLL = 8  # time steps per loop iteration: fewer, larger kernels
 
 
-def zero_carry(cfg: ModelConfig, batch_size: int) -> tuple[Carry, ...]:
-  """The initial state of a causal rnn/lstm stack, one entry per layer.
+class RecurrentLayer(nn.Module):
+  """One Elman RNN or LSTM layer over a sequence.
 
-  Each carry keeps the type the cell returns, so a scan's carry has one type:
-  the LSTM's (c, h) stay float32 (c = f * c + i * g promotes, which keeps the
-  cell state precise over long pieces under bf16 compute); the simple cell's
-  state is in the compute dtype.
-
-  Returns:
-    rnn: tuple of float[batch, hidden]; lstm: tuple of (c, h), each float32[batch, hidden].
+  Attributes:
+    kind: SIMPLE (h' = tanh(W_i x + b_i + W_h h)) or LSTM_CELL (gates i, f, g, o).
+    features: hidden units.
+    dtype: compute dtype; the LSTM's (c, h) stay float32.
   """
-  if cfg.model not in ("rnn", "lstm"):
-    raise ValueError(f"zero_carry is for rnn/lstm, got {cfg.model!r}")
-  if cfg.model == "rnn":
+
+  kind: str
+  features: int
+  dtype: Any = jnp.float32
+
+  def _weights(self, inputs):
+    """(input kernel [D, G*H], recurrent kernel [H, G*H], bias [G*H]), G gates."""
+    h = jnp.zeros((1, self.features), jnp.float32)
+    params = lambda name, use_bias, init, x: nn.recurrent.DenseParams(
+        self.features, use_bias=use_bias, kernel_init=init, name=name)(x)
+    lecun, orthogonal = nn.initializers.lecun_normal(), nn.initializers.orthogonal()
+    if self.kind == SIMPLE:
+      w_i, b = params("i", True, lecun, inputs)
+      w_h, _ = params("h", False, orthogonal, h)
+      return w_i, w_h, b
+    w_i = [params(f"i{g}", False, lecun, inputs)[0] for g in LSTM_GATES]
+    hidden = [params(f"h{g}", True, orthogonal, h) for g in LSTM_GATES]
+    return (jnp.concatenate(w_i, axis=-1), jnp.concatenate([k for k, _ in hidden], axis=-1),
+            jnp.concatenate([b for _, b in hidden], axis=-1))
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, carry: Carry) -> tuple[Carry, jax.Array]:
+    """inputs float[batch, time, D], carry -> (carry after the last step, h [batch, time, H])."""
+    w_i, w_h, bias = self._weights(inputs)
+    dtype = self.dtype
+    projected = jnp.dot(inputs.astype(dtype), w_i.astype(dtype))  # [batch, time, G*H]
+    w_h, bias = w_h.astype(dtype), bias.astype(dtype)
+
+    def step(carry, x_t):
+      if self.kind == SIMPLE:
+        h = jnp.tanh(x_t + bias + jnp.dot(carry.astype(dtype), w_h))
+        return h, h
+      c, h = carry
+      gates = x_t + (jnp.dot(h.astype(dtype), w_h) + bias)
+      i, f, g, o = jnp.split(gates, 4, axis=-1)
+      c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+      h = jax.nn.sigmoid(o) * jnp.tanh(c)
+      return (c, h), h
+
+    carry, outputs = jax.lax.scan(step, carry, jnp.swapaxes(projected, 0, 1),
+                                  unroll=min(SCAN_UNROLL, max(inputs.shape[1], 1)))
+    return carry, jnp.swapaxes(outputs, 0, 1)
+
+
+def zero_carry(cfg: ModelConfig, batch_size: int, cell: str) -> tuple[Carry, ...]:
+  """The state before any frame, per layer: a simple cell's float[batch, hidden] in the
+  compute dtype; an LSTM's (c, h) float32[batch, hidden] (a precise cell state over long
+  pieces under bf16 compute)."""
+  if cell == SIMPLE:
     zeros = jnp.zeros((batch_size, cfg.hidden_size), compute_dtype(cfg))
     return tuple(zeros for _ in range(cfg.num_layers))
   zeros = jnp.zeros((batch_size, cfg.hidden_size), jnp.float32)
@@ -48,112 +87,159 @@ def zero_carry(cfg: ModelConfig, batch_size: int) -> tuple[Carry, ...]:
 
 
 class CausalRecurrent(nn.Module):
-  """`num_layers` stacked nn.RNN layers (SimpleCell or OptimizedLSTMCell), then heads.
+  """`num_layers` stacked RNN or LSTM layers, then the head; output t predicts frame t + 1.
 
-  Output t predicts frame t + 1 from frames 0..t.
+  Its state carries over a whole piece: evaluation runs piece by piece in chunks, and
+  training may carry it across consecutive windows of a piece (truncated BPTT).
+
+  Subclasses name the cell: `ElmanRNN` (the study's RNN) and `LSTM`.
 
   Attributes:
-    cfg: model config; cfg.model is "rnn" or "lstm".
+    cfg: model config.
   """
 
   cfg: ModelConfig
+  cell: ClassVar[str] = LSTM_CELL
+  causal: ClassVar[bool] = True
+  carries_state: ClassVar[bool] = True
 
-  @nn.compact
-  def __call__(self,
-               frames: jax.Array,
-               *,
-               train: bool = False,
-               lengths: jax.Array | None = None,
-               initial_carry: tuple[Carry, ...] | None = None,
+  def setup(self):
+    cfg = self.cfg
+    for layer in range(cfg.num_layers):
+      setattr(self, f"layer_{layer}",
+              RecurrentLayer(self.cell, cfg.hidden_size, compute_dtype(cfg)))
+    self.dropout = nn.Dropout(rate=cfg.dropout)
+    self.heads = FrameHead(cfg)
+
+  @staticmethod
+  def context(cfg: ModelConfig) -> Context:
+    del cfg
+    return Context(STATE)
+
+  @staticmethod
+  def train_window(cfg: ModelConfig) -> int:
+    return cfg.seq_len
+
+  @classmethod
+  def init_carry(cls, cfg: ModelConfig, batch_size: int) -> tuple[Carry, ...]:
+    return zero_carry(cfg, batch_size, cls.cell)
+
+  def hidden(self, frames, carry, train: bool = False):
+    """frames float[batch, time, 107], carry -> (h float[batch, time, hidden], carry)."""
+    x = input_features(frames).astype(compute_dtype(self.cfg))
+    carries = []
+    for layer in range(self.cfg.num_layers):
+      layer_carry, x = getattr(self, f"layer_{layer}")(x, carry[layer])
+      carries.append(layer_carry)
+      x = self.dropout(x, deterministic=not train)
+    return x, tuple(carries)
+
+  def __call__(self, frames: jax.Array, *, train: bool = False,
+               lengths: jax.Array | None = None, carry: tuple[Carry, ...] | None = None,
                return_carry: bool = False):
     """Runs the stack over a sequence.
 
     Args:
       frames: float32[batch, time, 107] raw frames.
       train: enables dropout (needs the 'dropout' rng).
-      lengths: ignored (the model is causal, so right padding cannot reach valid
-        positions); accepted so every model shares one call signature.
-      initial_carry: state to start from (see `zero_carry`); zeros when None.
+      lengths: ignored (causal: right padding cannot reach valid positions).
+      carry: the state to start from (`init_carry`); zeros when None.
       return_carry: also return the state after the last frame.
 
     Returns:
-      Prediction with fields [batch, time, ...]; with return_carry, (Prediction, carry).
+      FrameDistribution with fields [batch, time, ...]; with return_carry, (it, carry).
     """
     del lengths
-    cfg = self.cfg
-    _check_frames(frames)
-    if initial_carry is None:
-      initial_carry = zero_carry(cfg, frames.shape[0])
-    x = input_features(frames).astype(compute_dtype(cfg))
-    carries = []
-    for layer in range(cfg.num_layers):
-      rnn = nn.RNN(_cell(cfg, cfg.model, f"layer_{layer}"))
-      carry, x = rnn(x, initial_carry=initial_carry[layer], return_carry=True)
-      carries.append(carry)
-      x = nn.Dropout(rate=cfg.dropout)(x, deterministic=not train)
-    prediction = OutputHeads(cfg, name="heads")(x)
-    if return_carry:
-      return prediction, tuple(carries)
-    return prediction
+    check_frames(frames)
+    if carry is None:
+      carry = self.init_carry(self.cfg, frames.shape[0])
+    x, carry = self.hidden(frames, carry, train)
+    prediction = self.heads(x)
+    return (prediction, carry) if return_carry else prediction
+
+  def decode(self, frame: jax.Array, carry) -> tuple[FrameDistribution, Any]:
+    """One frame float32[batch, 107] -> (the next frame's distribution [batch, ...], carry)."""
+    x, carry = self.hidden(frame[:, None, :], carry)
+    return self.heads(x[:, 0]), carry
 
 
-@flax.struct.dataclass
-class FrameWindow:
-  """The bidirectional LSTM's decoding state: the last seq_len frames seen.
+class ElmanRNN(CausalRecurrent):
+  """The study's RNN: stacked simple tanh cells."""
 
-  frames: float32[batch, seq_len, 107], the valid frames first (right padded).
-  length: int32[] how many leading frames are valid (0..seq_len).
-  """
-
-  frames: jax.Array
-  length: jax.Array
+  cell: ClassVar[str] = SIMPLE
 
 
-def empty_window(cfg: ModelConfig, batch_size: int) -> FrameWindow:
-  """A window with no valid frames yet."""
-  return FrameWindow(
-      frames=jnp.zeros((batch_size, cfg.seq_len, FRAME_DIM), jnp.float32),
-      length=jnp.zeros((), jnp.int32))
+class LSTM(CausalRecurrent):
+  """Stacked LSTM layers."""
+
+  cell: ClassVar[str] = LSTM_CELL
 
 
-def push_frame(window: FrameWindow, frame: jax.Array) -> FrameWindow:
-  """Appends a frame, dropping the oldest once the window is full.
-
-  Args:
-    window: the current window.
-    frame: float32[batch, 107].
-
-  Returns:
-    The updated window; shapes unchanged, so this runs inside lax.scan.
-  """
-  capacity = window.frames.shape[1]
-  frame = frame.astype(jnp.float32)[:, None, :]
-  slot = jnp.minimum(window.length, capacity - 1)
-  appended = jax.lax.dynamic_update_slice(window.frames, frame, (0, slot, 0))
-  shifted = jnp.concatenate([window.frames[:, 1:], frame], axis=1)
-  frames = jnp.where(window.length < capacity, appended, shifted)
-  return FrameWindow(frames=frames, length=jnp.minimum(window.length + 1, capacity))
+def _reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
+  """Reverses each row's first lengths[b] steps in place; the padding stays where it is."""
+  time = jnp.arange(x.shape[1])
+  index = jnp.where(time[None, :] < lengths[:, None], lengths[:, None] - 1 - time[None, :],
+                    time[None, :])
+  return jnp.take_along_axis(x, index[:, :, None], axis=1)
 
 
 class BidirectionalLSTM(nn.Module):
-  """Stacked nn.Bidirectional LSTMs reading a window; predicts the frame after it.
+  """Stacked bidirectional LSTM layers reading a window; predicts the frame after it.
 
-  The last layer's final forward state (after the last valid frame) and final
-  backward state (after reading back to the first frame) are concatenated and
-  fed to the heads.
+  The last layer's forward state after the last valid frame and its backward state after
+  reading back to the first frame are concatenated and fed to the head.
 
   Attributes:
-    cfg: model config; cfg.model is "bilstm".
+    cfg: model config.
   """
 
   cfg: ModelConfig
+  causal: ClassVar[bool] = False
+  carries_state: ClassVar[bool] = False
 
-  @nn.compact
-  def __call__(self,
-               frames: jax.Array,
-               *,
-               train: bool = False,
-               lengths: jax.Array | None = None) -> Prediction:
+  def setup(self):
+    cfg = self.cfg
+    for layer in range(cfg.num_layers):
+      for direction in ("forward", "backward"):
+        setattr(self, f"layer_{layer}_{direction}",
+                RecurrentLayer(LSTM_CELL, cfg.hidden_size, compute_dtype(cfg)))
+    self.dropout = nn.Dropout(rate=cfg.dropout)
+    self.heads = FrameHead(cfg)
+
+  @staticmethod
+  def context(cfg: ModelConfig) -> Context:
+    return Context(WINDOW, cfg.seq_len)
+
+  @staticmethod
+  def train_window(cfg: ModelConfig) -> int:
+    return cfg.seq_len  # its input: seq_len frames, then the one it predicts
+
+  @staticmethod
+  def init_carry(cfg: ModelConfig, batch_size: int) -> FrameWindow:
+    return empty_window(cfg.seq_len, batch_size)
+
+  def summary(self, frames: jax.Array, lengths: jax.Array | None,
+              train: bool = False) -> jax.Array:
+    """float[batch, 2 * hidden]: the last layer's final forward and backward states."""
+    batch, time = frames.shape[:2]
+    lengths = (jnp.full((batch,), time, jnp.int32) if lengths is None else
+               jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (batch,)))
+    zeros = jnp.zeros((batch, self.cfg.hidden_size), jnp.float32)
+    x = input_features(frames).astype(compute_dtype(self.cfg))
+    for layer in range(self.cfg.num_layers):
+      _, forward = getattr(self, f"layer_{layer}_forward")(x, (zeros, zeros))
+      _, backward = getattr(self, f"layer_{layer}_backward")(_reverse_valid(x, lengths),
+                                                             (zeros, zeros))
+      backward = _reverse_valid(backward, lengths)
+      x = jnp.concatenate([forward, backward], axis=-1)
+      if layer + 1 < self.cfg.num_layers:
+        x = self.dropout(x, deterministic=not train)
+    last = jnp.take_along_axis(forward, (lengths - 1)[:, None, None], axis=1)[:, 0]
+    summary = jnp.concatenate([last, backward[:, 0]], axis=-1)
+    return self.dropout(summary, deterministic=not train)
+
+  def __call__(self, frames: jax.Array, *, train: bool = False,
+               lengths: jax.Array | None = None) -> FrameDistribution:
     """Reads a window both ways.
 
     Args:
@@ -162,30 +248,13 @@ class BidirectionalLSTM(nn.Module):
       lengths: int32[batch] valid frames per row (at least 1); all `time` when None.
 
     Returns:
-      Prediction with fields [batch, 1, ...]: the frame after the valid frames.
+      FrameDistribution with fields [batch, 1, ...]: the frame after the valid frames.
     """
-    cfg = self.cfg
-    _check_frames(frames)
-    batch_size = frames.shape[0]
-    dtype = compute_dtype(cfg)
-    if lengths is not None:
-      lengths = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (batch_size,))
-    zeros = jnp.zeros((batch_size, cfg.hidden_size), jnp.float32)  # as zero_carry's LSTM state
-    x = input_features(frames).astype(dtype)
-    carry = None
-    for layer in range(cfg.num_layers):
-      bidirectional = nn.Bidirectional(
-          nn.RNN(_cell(cfg, "lstm", f"layer_{layer}_forward")),
-          nn.RNN(_cell(cfg, "lstm", f"layer_{layer}_backward")))
-      carry, x = bidirectional(
-          x,
-          initial_carry=((zeros, zeros), (zeros, zeros)),
-          seq_lengths=lengths,
-          return_carry=True)
-      if layer + 1 < cfg.num_layers:
-        x = nn.Dropout(rate=cfg.dropout)(x, deterministic=not train)
-    (_, forward_h), (_, backward_h) = carry
-    summary = jnp.concatenate([forward_h, backward_h], axis=-1)
-    summary = nn.Dropout(rate=cfg.dropout)(summary, deterministic=not train)
-    prediction = OutputHeads(cfg, name="heads")(summary[:, None, :])
-    return prediction
+    check_frames(frames)
+    return self.heads(self.summary(frames, lengths, train)[:, None, :])
+
+  def decode(self, frame: jax.Array, window: FrameWindow) -> tuple[FrameDistribution, Any]:
+    """Pushes a frame into the window and reads it: (distribution [batch, ...], window)."""
+    window = push_frame(window, frame)
+    lengths = jnp.full((frame.shape[0],), window.length, jnp.int32)
+    return self.heads(self.summary(window.frames, lengths)), window

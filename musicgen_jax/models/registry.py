@@ -1,7 +1,8 @@
 """The one entry point to every model: build, initialise, apply, decode step by step.
 
-Training, evaluation and the sampler call only these functions, so a model is
-defined once and rebuilt from its ModelConfig alone.
+`MODULES` is the only place where a model's name means something; everything else asks
+the module (see `protocol`). Training, evaluation and the sampler call only these
+functions, so a model is defined once and rebuilt from its ModelConfig alone.
 """
 
 import functools
@@ -9,49 +10,67 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.encoding import FRAME_DIM
-from musicgen_jax.models import ModelConfig, Prediction
-from musicgen_jax.models.recurrent import (BidirectionalLSTM, CausalRecurrent, FrameWindow,
-                                           empty_window, push_frame, zero_carry)
-from musicgen_jax.models.transformer import KVCache, Transformer, empty_cache
+from musicgen_jax.models.config import MODELS, ModelConfig
+from musicgen_jax.models.distributions import FrameDistribution
+from musicgen_jax.models.heads import check_frames
+from musicgen_jax.models.protocol import Context
+from musicgen_jax.models.recurrent import LSTM, BidirectionalLSTM, ElmanRNN
+from musicgen_jax.models.transformer import Transformer
 
 Params = Any  # a pytree of float32 arrays
-Carry = Any  # rnn/lstm: per-layer states; transformer: KVCache; bilstm: FrameWindow
+Carry = Any  # whatever the model's init_carry returns
 
-_MODULES = {
-    "rnn": CausalRecurrent,
-    "lstm": CausalRecurrent,
+MODULES = {
+    "rnn": ElmanRNN,
+    "lstm": LSTM,
     "bilstm": BidirectionalLSTM,
     "transformer": Transformer,
 }
+assert set(MODULES) == set(MODELS), "every model name needs a module"
+
+
+def module_class(cfg: ModelConfig) -> type[nn.Module]:
+  return MODULES[cfg.model]
+
+
+def check_config(cfg: ModelConfig) -> None:
+  """Raises ValueError (naming the flag) for a config this model cannot be built with."""
+  check = getattr(module_class(cfg), "check_config", None)
+  if check is not None:
+    check(cfg)
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-  """The flax.linen Module for cfg.model."""
-  return _MODULES[cfg.model](cfg)
+  """The flax.linen Module for cfg."""
+  check_config(cfg)
+  return module_class(cfg)(cfg)
 
 
 def is_causal(cfg: ModelConfig) -> bool:
-  """True when output t predicts frame t + 1 (rnn, lstm, transformer).
+  """True when output t predicts frame t + 1; False when one prediction follows a window."""
+  return module_class(cfg).causal
 
-  False for bilstm, which predicts the one frame after its whole window.
-  """
-  return cfg.model != "bilstm"
+
+def carries_state(cfg: ModelConfig) -> bool:
+  """True when the model takes and returns a state over a piece (`apply_model(carry=...)`)."""
+  return module_class(cfg).carries_state
+
+
+def context(cfg: ModelConfig) -> Context:
+  """How much of the past one prediction depends on (see protocol.Context)."""
+  return module_class(cfg).context(cfg)
+
+
+def default_train_window(cfg: ModelConfig) -> int:
+  """Frames predicted per training window when --train_window does not say."""
+  return module_class(cfg).train_window(cfg)
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
-  """Fresh float32 parameters (cfg.dtype is only the compute dtype).
-
-  Args:
-    cfg: the model config.
-    rng: a PRNG key.
-
-  Returns:
-    The 'params' collection, ready for `apply_model`.
-  """
+  """Fresh float32 parameters (cfg.dtype is only the compute dtype): the 'params' collection."""
   return _init_fn(cfg)(rng)["params"]
 
 
@@ -63,13 +82,9 @@ def _init_fn(cfg: ModelConfig):
   return jax.jit(lambda key: model.init({"params": key}, frames))
 
 
-def apply_model(cfg: ModelConfig,
-                params: Params,
-                frames: jax.Array,
-                *,
-                train: bool = False,
-                rng: jax.Array | None = None,
-                lengths: jax.Array | None = None) -> Prediction:
+def apply_model(cfg: ModelConfig, params: Params, frames: jax.Array, *, train: bool = False,
+                rng: jax.Array | None = None, lengths: jax.Array | None = None,
+                carry: Carry | None = None):
   """Predicts next frames.
 
   Args:
@@ -78,73 +93,48 @@ def apply_model(cfg: ModelConfig,
     frames: float32[batch, time, 107] raw frames.
     train: enables dropout; then `rng` is needed when cfg.dropout > 0.
     rng: PRNG key for dropout.
-    lengths: int32[batch] valid frames per row (right padded); bilstm only,
-      ignored by causal models.
+    lengths: int32[batch] valid frames per row (right padded); read by windowed models.
+    carry: only for models that carry state: start from it, and also return the state
+      after the last frame.
 
   Returns:
-    Prediction, float32 fields. Causal models: [batch, time, ...], output t
-    predicting frame t + 1. bilstm: [batch, 1, ...], the frame after the window.
+    FrameDistribution (causal models: fields [batch, time, ...], output t predicting
+    frame t + 1; otherwise [batch, 1, ...], the frame after the window); with `carry`,
+    (FrameDistribution, carry).
   """
-  if frames.ndim != 3 or frames.shape[-1] != FRAME_DIM:
-    raise ValueError(f"frames must be [batch, time, {FRAME_DIM}], got shape {frames.shape}")
+  check_frames(frames)
   rngs = {}
   if train and cfg.dropout > 0:
     if rng is None:
       raise ValueError("apply_model(train=True) with dropout needs rng")
     rngs["dropout"] = rng
-  return build_model(cfg).apply({"params": params}, frames, train=train, lengths=lengths,
-                                rngs=rngs)
+  kwargs = {"train": train, "lengths": lengths}
+  if carry is not None:
+    kwargs.update(carry=carry, return_carry=True)
+  return build_model(cfg).apply({"params": params}, frames, rngs=rngs, **kwargs)
 
 
 def init_carry(cfg: ModelConfig, batch_size: int) -> Carry:
-  """The decoding state before any frame has been fed.
-
-  rnn/lstm: the zero recurrent state per layer. transformer: a KVCache of
-  cfg.seq_len slots per layer and position 0. bilstm: an empty FrameWindow of
-  cfg.seq_len frames.
-  """
-  if cfg.model in ("rnn", "lstm"):
-    return zero_carry(cfg, batch_size)
-  if cfg.model == "transformer":
-    return empty_cache(cfg, batch_size)
-  return empty_window(cfg, batch_size)
+  """The decoding state before any frame has been fed (recurrent state, KV cache, window)."""
+  return module_class(cfg).init_carry(cfg, batch_size)
 
 
 def decode_step(cfg: ModelConfig, params: Params, frame: jax.Array,
-                carry: Carry) -> tuple[Prediction, Carry]:
-  """Feeds one frame and predicts the next; jit-able and usable in lax.scan.
+                carry: Carry) -> tuple[FrameDistribution, Carry]:
+  """Feeds one frame float32[batch, 107] and predicts the next; usable in lax.scan.
 
-  After feeding frames 0..p, the prediction equals `apply_model` on the whole
-  sequence at output p (causal models; the transformer within its banded
-  context), or `apply_model` on the last cfg.seq_len frames with their valid
-  length (bilstm).
-
-  Args:
-    cfg: the model config.
-    params: model parameters.
-    frame: float32[batch, 107].
-    carry: from `init_carry` or the previous step.
+  After feeding frames 0..p, the prediction equals `apply_model` on the whole sequence
+  at output p (causal models), or on the last cfg.seq_len frames (windowed models).
 
   Returns:
-    Prediction with fields [batch, ...] and the new carry (same shapes).
+    FrameDistribution with fields [batch, ...] and the new carry (same shapes).
   """
-  if frame.ndim != 2 or frame.shape[-1] != FRAME_DIM:
-    raise ValueError(f"frame must be [batch, {FRAME_DIM}], got shape {frame.shape}")
+  check_frames(frame, ndim=2)
   model = build_model(cfg)
-  variables = {"params": params}
-  if cfg.model in ("rnn", "lstm"):
-    prediction, carry = model.apply(variables, frame[:, None, :], initial_carry=carry,
-                                    return_carry=True)
-  elif cfg.model == "transformer":
-    return model.apply(variables, frame, carry, method=Transformer.decode)
-  else:
-    carry = push_frame(carry, frame)
-    lengths = jnp.full((frame.shape[0],), carry.length, jnp.int32)
-    prediction = model.apply(variables, carry.frames, lengths=lengths)
-  return jax.tree.map(lambda a: a[:, 0], prediction), carry
+  return model.apply({"params": params}, frame, carry, method=model.decode)
 
 
 __all__ = [
-    "FrameWindow", "KVCache", "apply_model", "build_model", "decode_step", "init_carry",
-    "init_params", "is_causal"
+    "MODULES", "Carry", "Params", "apply_model", "build_model", "carries_state", "check_config",
+    "context", "decode_step", "default_train_window", "init_carry", "init_params", "is_causal", "module_class",
 ]

@@ -8,20 +8,24 @@ attended block by block, so memory grows linearly with length. Decoding keeps a
 ring buffer of cfg.seq_len keys/values per layer that reproduces the one-call
 outputs exactly at any absolute position.
 
-Receptive field: with one layer, output t depends on frames t - seq_len + 1..t
-only, so one call on a whole piece equals a sliding window of the trained
-context. With L layers the band applies per layer (sliding-window attention), so
-output t can depend on frames back to t - L * (seq_len - 1); on sequences no
-longer than seq_len (training windows) the band never cuts anything."""
+Context, one definition for training, evaluation and sampling: every layer attends to
+the last seq_len positions (sliding-window attention), so output t depends on frames
+t - L * (seq_len - 1) .. t with L layers: a finite receptive field. Evaluation runs
+a piece in chunks that each start that far back, training windows are longer than the
+band (so deeper layers learn the reach they have), and the decoding cache reproduces the
+one-call outputs exactly at any position."""
+
+from typing import ClassVar
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.encoding import FRAME_DIM
-from musicgen_jax.models import ModelConfig, Prediction
-from musicgen_jax.models.heads import OutputHeads, compute_dtype, input_features
+from musicgen_jax.models.config import ModelConfig
+from musicgen_jax.models.distributions import FrameDistribution
+from musicgen_jax.models.heads import FrameHead, check_frames, compute_dtype, input_features
+from musicgen_jax.models.protocol import FIELD, Context
 
 ROPE_BASE = 10000.0  # RoPE frequency base, as in RoFormer
 MLP_RATIO = 4  # feed-forward width / hidden size
@@ -32,10 +36,11 @@ def head_dim(cfg: ModelConfig) -> int:
   """Per-head width; checks the config suits RoPE attention."""
   if cfg.hidden_size % cfg.num_heads:
     raise ValueError(
-        f"hidden_size {cfg.hidden_size} must be divisible by num_heads {cfg.num_heads}")
+        f"--hidden_size={cfg.hidden_size} must be divisible by --num_heads={cfg.num_heads}")
   size = cfg.hidden_size // cfg.num_heads
   if size % 2:
-    raise ValueError(f"head size hidden_size / num_heads = {size} must be even for RoPE")
+    raise ValueError(f"the head size --hidden_size / --num_heads = {size} must be even for "
+                     "rotary positions")
   return size
 
 
@@ -244,10 +249,30 @@ class Transformer(nn.Module):
   (see the module docstring for the receptive field).
 
   Attributes:
-    cfg: model config; cfg.model is "transformer".
+    cfg: model config.
   """
 
   cfg: ModelConfig
+  causal: ClassVar[bool] = True
+  carries_state: ClassVar[bool] = False
+
+  @staticmethod
+  def check_config(cfg: ModelConfig) -> None:
+    head_dim(cfg)
+
+  @staticmethod
+  def context(cfg: ModelConfig) -> Context:
+    """Output t depends on frames t - num_layers * (seq_len - 1) .. t."""
+    return Context(FIELD, cfg.num_layers * (cfg.seq_len - 1) + 1)
+
+  @staticmethod
+  def train_window(cfg: ModelConfig) -> int:
+    """Longer than the band: deeper layers train on the reach they have when sampling."""
+    return cfg.num_layers * cfg.seq_len
+
+  @staticmethod
+  def init_carry(cfg: ModelConfig, batch_size: int) -> "KVCache":
+    return empty_cache(cfg, batch_size)
 
   def setup(self):
     cfg = self.cfg
@@ -257,13 +282,13 @@ class Transformer(nn.Module):
     self.embed_dropout = nn.Dropout(rate=cfg.dropout)
     self.blocks = [Block(cfg) for _ in range(cfg.num_layers)]
     self.final_norm = nn.LayerNorm(dtype=dtype)
-    self.heads = OutputHeads(cfg)
+    self.heads = FrameHead(cfg)
 
   def __call__(self,
                frames: jax.Array,
                *,
                train: bool = False,
-               lengths: jax.Array | None = None) -> Prediction:
+               lengths: jax.Array | None = None) -> FrameDistribution:
     """Predicts every next frame of a sequence of any length.
 
     Args:
@@ -272,18 +297,17 @@ class Transformer(nn.Module):
       lengths: ignored (causal: right padding cannot reach valid positions).
 
     Returns:
-      Prediction with fields [batch, time, ...].
+      FrameDistribution with fields [batch, time, ...].
     """
     del lengths
-    if frames.ndim != 3 or frames.shape[-1] != FRAME_DIM:
-      raise ValueError(f"frames must be [batch, time, {FRAME_DIM}], got shape {frames.shape}")
+    check_frames(frames)
     x = self.embed(input_features(frames).astype(compute_dtype(self.cfg)))
     x = self.embed_dropout(x, deterministic=not train)
     for block in self.blocks:
       x = block(x, train=train)
     return self.heads(self.final_norm(x))
 
-  def decode(self, frame: jax.Array, cache: KVCache) -> tuple[Prediction, KVCache]:
+  def decode(self, frame: jax.Array, cache: KVCache) -> tuple[FrameDistribution, KVCache]:
     """Feeds one frame at position cache.position.
 
     Args:
@@ -291,13 +315,12 @@ class Transformer(nn.Module):
       cache: see KVCache.
 
     Returns:
-      Prediction with fields [batch, ...] (the next frame) and the updated cache.
+      FrameDistribution with fields [batch, ...] (the next frame) and the updated cache.
     """
     x = self.embed(input_features(frame[:, None, :]).astype(compute_dtype(self.cfg)))
     keys, values = cache.keys, cache.values
     for layer, block in enumerate(self.blocks):
       x, keys, values = block.decode(x, keys, values, layer, cache.position)
-    prediction = self.heads(self.final_norm(x))
-    prediction = jax.tree.map(lambda a: a[:, 0], prediction)
+    prediction = self.heads(self.final_norm(x[:, 0]))
     cache = KVCache(keys=keys, values=values, position=cache.position + 1)
     return prediction, cache

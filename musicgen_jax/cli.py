@@ -1,0 +1,79 @@
+"""What every program shares: flags shown in --help, and one way to fail.
+
+    def main(flag_values): ...            # the program; raises on bad input
+    def run(): cli.run(main, define_flags)
+
+A program's failures reach the user as one line, `error: <what to change>`, on stderr,
+with exit status 1 (2 for a misused command line, 130 when interrupted): no traceback
+and no help text for a bad flag. `--help` lists every flag the program defines.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from absl import app, flags, logging
+
+INTERRUPTED_STATUS = 130
+
+
+class Failure(Exception):
+  """An error the user can act on; its message says what to change."""
+
+
+class UsageError(Failure):
+  """A misused command line (a missing flag, a stray argument)."""
+
+
+class Interrupted(Failure):
+  """Ctrl-C; the message says where the work stopped and how to go on."""
+
+
+def one_line(error: BaseException) -> str:
+  return " ".join(str(error).split()) or type(error).__name__
+
+
+def require(flag_values: flags.FlagValues, *names: str) -> None:
+  for name in names:
+    if flag_values[name].value in (None, ""):
+      raise UsageError(f"--{name} is required ({flag_values[name].help.rstrip('.')})")
+
+
+def fail(message: str, status: int = 1) -> None:
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
+  sys.exit(status)
+
+
+# What a program raises for bad input: each becomes one line.
+USER_ERRORS = (Failure, ValueError, OSError, RuntimeError, ImportError)
+
+
+def call(main: Callable[[flags.FlagValues], None], flag_values: flags.FlagValues,
+         argv: list[str]) -> None:
+  """Runs `main` with parsed flags, turning its errors into one line each."""
+  if len(argv) > 1:
+    fail(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", 2)
+  try:
+    main(flag_values)
+  except KeyboardInterrupt:
+    fail("interrupted", INTERRUPTED_STATUS)
+  except Interrupted as e:
+    fail(one_line(e), INTERRUPTED_STATUS)
+  except UsageError as e:
+    fail(one_line(e), 2)
+  except USER_ERRORS as e:
+    logging.debug("error detail", exc_info=True)
+    fail(one_line(e))
+
+
+def run(main: Callable[[flags.FlagValues], None],
+        define_flags: Callable[[flags.FlagValues], None],
+        flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines the program's flags (listed by --help), parses them and calls main."""
+  before = set(flag_values)
+  define_flags(flag_values)
+  for name in sorted(set(flag_values) - before):
+    flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
+  app.run(lambda argv: call(main, flag_values, argv))

@@ -1,0 +1,305 @@
+"""Music from a trained run: prime it, sample a batch in one compiled call, write files.
+
+    result = sample_workdir("runs/lstm", "out", num_frames=512, num_samples=4,
+                            prime_midi="chpn_op53.mid", prime_frames=10)
+
+Reads W/config.json (so no model flags) and the best-by-validation checkpoint (or
+--step). The prime is the first `prime_frames` frames of `prime_midi`, encoded with the
+run's own data settings, else of a held-out piece (`prime_split`, `prime_piece`; the test
+split's first piece by default). Every sample starts with the same prime; all samples are
+generated in one batch by one compiled `lax.scan` (`sampling.make_sampler` over
+`models.decode_step`). Writes O/sample_000.mid, ..., a JSON of every setting beside each
+and, when matplotlib is installed, a piano roll (sample_000.png). Every input is checked
+before the model is loaded or compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from musicgen_jax import models, plotting, sampling
+from musicgen_jax import workdir as workdir_lib
+from musicgen_jax.config import RunConfig
+from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES, MidiError
+from musicgen_jax.encoding import frames_to_midi, midi_to_frames
+from musicgen_jax.models import STATE, ModelConfig, decode_step, init_carry
+from musicgen_jax.settings import Settings, in_range, non_negative, positive, setting
+
+HELD_OUT_SPLITS = ("valid", "test")
+DEFAULT_PRIME_SPLIT = "test"
+SAMPLE_STEM = "sample_{:03d}"
+OUTPUT_PATTERNS = ("sample_*.mid", "sample_*.json", "sample_*.png")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig(Settings):
+  """What to generate from a run, and how to write it (beside `SampleSettings`)."""
+
+  num_samples: int = setting(4, "Samples, generated together in one batch.", check=positive)
+  seed: int = setting(0, "Sampling seed; the same seed and settings give identical MIDI.")
+  step: int | None = setting(None, "Checkpoint step (default: the best by validation NLL, "
+                             "else the latest).")
+  prime_midi: str | None = setting(None, "Prime with the first --prime_frames frames of this "
+                                   "MIDI file (encoded with the run's data settings).")
+  prime_frames: int = setting(10, "Prime length in frames (at most the context of models "
+                              "with a finite one).", check=positive)
+  prime_split: str | None = setting(None, "Without --prime_midi: prime from a held-out piece "
+                                    f"of this split (default {DEFAULT_PRIME_SPLIT}).",
+                                    choices=HELD_OUT_SPLITS)
+  prime_piece: int | None = setting(None, "Without --prime_midi: index of the held-out piece, "
+                                    "in name order (default 0).", check=non_negative)
+  tempo_bpm: float = setting(120.0, "Tempo written into the MIDI files.", check=positive)
+  velocity: int = setting(80, "Note velocity in the MIDI files (1..127).",
+                          check=in_range(1, 127))
+  plot: bool = setting(True, "Write a piano-roll PNG beside each sample when matplotlib is "
+                       "installed.")
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.prime_midi is not None and (self.prime_split is not None or
+                                        self.prime_piece is not None):
+      raise ValueError("give either --prime_midi or --prime_split/--prime_piece, not both")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prime:
+  """The frames every sample starts with, and where they came from.
+
+  frames: float32[prime_frames, 107].
+  source: JSON-able description: {"kind": "midi", "path": ...} or
+    {"kind": "dataset", "split": ..., "piece_index": ..., "piece_name": ...}.
+  """
+
+  frames: np.ndarray
+  source: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleResult:
+  """What `sample_workdir` wrote and measured.
+
+  frames: float32[num_samples, prime_frames + num_frames, 107], the prime first.
+  midi_paths, json_paths: one per sample; png_paths: one per sample, or empty.
+  record: the settings and measurements shared by every sample's JSON.
+  """
+
+  frames: np.ndarray
+  midi_paths: list[str]
+  json_paths: list[str]
+  png_paths: list[str]
+  record: dict
+
+
+def check_prime_fits(model_cfg: ModelConfig, prime_frames: int) -> None:
+  """A model with a finite context cannot read a longer prime: that is an error."""
+  context = models.context(model_cfg)
+  if context.kind != STATE and prime_frames > context.frames:
+    raise ValueError(
+        f"--prime_frames={prime_frames} exceeds the {model_cfg.model}'s context of "
+        f"{context.frames} frames; use --prime_frames <= {context.frames}")
+
+
+def _prime_from_midi(config: RunConfig, path: str) -> tuple[np.ndarray, dict, str]:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--prime_midi={path} does not exist; give a MIDI file")
+  data = config.data
+  try:
+    frames = midi_to_frames(path, steps_per_quarter=data.steps_per_quarter,
+                            duration_mode=data.duration_mode, include_drums=data.include_drums)
+  except MidiError as e:
+    raise MidiError(f"{e}; give a readable MIDI file as --prime_midi") from e
+  return frames, {"kind": "midi", "path": os.path.abspath(path)}, f"--prime_midi={path}"
+
+
+def _prime_from_dataset(config: RunConfig, split: str | None, index: int | None,
+                        dataset: Any) -> tuple[np.ndarray, dict, str]:
+  split = DEFAULT_PRIME_SPLIT if split is None else split
+  index = 0 if index is None else index
+  if dataset is None:
+    from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
+    dataset = load_dataset(config.data)
+  pieces = dataset[split]
+  if not pieces:
+    raise ValueError(f"the {split} split is empty; use --prime_midi or another --prime_split")
+  if index >= len(pieces):
+    raise ValueError(f"--prime_piece={index} is out of range: the {split} split has "
+                     f"{len(pieces)} pieces; use 0..{len(pieces) - 1} or --prime_midi")
+  piece = pieces[index]
+  source = {"kind": "dataset", "split": split, "piece_index": index, "piece_name": piece.name}
+  return (np.asarray(piece.frames, np.float32), source,
+          f"piece {index} ({piece.name}) of the {split} split")
+
+
+def load_prime(config: RunConfig, job: GenerateConfig, dataset: Any = None) -> Prime:
+  """The first `job.prime_frames` frames of `job.prime_midi` or of a held-out piece.
+
+  Raises:
+    FileNotFoundError: the MIDI file does not exist.
+    MidiError: the MIDI file is unreadable (a ValueError).
+    ValueError: the source has fewer than prime_frames frames, or a bad split or index.
+  """
+  if job.prime_midi is not None:
+    frames, source, what = _prime_from_midi(config, job.prime_midi)
+  else:
+    frames, source, what = _prime_from_dataset(config, job.prime_split, job.prime_piece,
+                                               dataset)
+  if frames.shape[0] < job.prime_frames:
+    raise ValueError(f"{what} has {frames.shape[0]} frames, fewer than --prime_frames="
+                     f"{job.prime_frames}; lower --prime_frames or choose another prime")
+  source["frames"] = job.prime_frames
+  return Prime(frames=np.array(frames[:job.prime_frames], np.float32), source=source)
+
+
+@functools.lru_cache(maxsize=8)
+def model_sampler(model_cfg: ModelConfig, settings: sampling.SampleSettings):
+  """A jitted `sampler(carry, prime, rng, allowed, params) -> float32[batch, P + N, 107]`."""
+
+  def step_fn(frame, carry, params):
+    return decode_step(model_cfg, params, frame, carry)
+
+  return sampling.make_sampler(step_fn, settings)
+
+
+def sample_frames(model_cfg: ModelConfig, params, prime: np.ndarray,
+                  settings: sampling.SampleSettings, num_samples: int, seed: int,
+                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+  """Generates `num_samples` continuations of one prime float32[P, 107] in one batch.
+
+  Returns:
+    (float32[B, P + N, 107], timing {"compile_seconds", "sample_seconds",
+    "frames_per_s"}), frames/s counting generated frames of all samples over the
+    compiled call alone (prime consumption included, compilation excluded).
+  """
+  prime = np.asarray(prime, np.float32)
+  if prime.ndim != 2 or prime.shape[1] != FRAME_DIM:
+    raise ValueError(f"prime must be float32[P, {FRAME_DIM}], got shape {prime.shape}")
+  batch_prime = jnp.broadcast_to(jnp.asarray(prime), (num_samples,) + prime.shape)
+  carry = init_carry(model_cfg, num_samples)
+  rng = jax.random.key(seed)
+  start = time.perf_counter()
+  compiled = model_sampler(model_cfg, settings).lower(carry, batch_prime, rng, allowed,
+                                                      params).compile()
+  compile_seconds = time.perf_counter() - start
+  start = time.perf_counter()
+  frames = np.asarray(jax.block_until_ready(compiled(carry, batch_prime, rng, allowed, params)))
+  seconds = time.perf_counter() - start
+  timing = {"compile_seconds": round(compile_seconds, 4), "sample_seconds": round(seconds, 4),
+            "frames_per_s": round(settings.num_frames * num_samples / max(seconds, 1e-9), 1)}
+  return frames, timing
+
+
+def prepare_out_dir(out_dir: str, overwrite: bool = False) -> None:
+  """Creates O; refuses earlier samples there unless `overwrite`, which removes them first."""
+  workdir_lib.ensure_writable_dir(out_dir, "out_dir")
+  old = sorted(p for pattern in OUTPUT_PATTERNS for p in glob.glob(os.path.join(out_dir, pattern)))
+  if old and not overwrite:
+    raise ValueError(f"--out_dir={out_dir} already holds {len(old)} sample files; choose an "
+                     "empty folder or pass --overwrite to replace them")
+  for path in old:
+    os.remove(path)
+
+
+def _record(run_dir: str, config: RunConfig, step: int, settings, job, prime: Prime,
+            timing: dict) -> dict:
+  device = jax.devices()[0]
+  return {
+      "workdir": os.path.abspath(run_dir), "checkpoint_step": int(step),
+      "requested_step": job.step, "model": dataclasses.asdict(config.model),
+      "steps_per_quarter": config.data.steps_per_quarter,
+      "duration_mode": config.data.duration_mode,
+      **dataclasses.asdict(settings), **{k: v for k, v in dataclasses.asdict(job).items()
+                                         if k not in ("step", "prime_midi", "plot")},
+      "prime": prime.source, **timing,
+      "device": f"{device.platform}:{device.device_kind}", "jax_version": jax.__version__,
+  }
+
+
+def write_samples(frames: np.ndarray, out_dir: str, record: dict, config: RunConfig,
+                  job: GenerateConfig) -> SampleResult:
+  """O/sample_NNN.mid, .json and (when matplotlib is installed) .png for each sample."""
+  data = config.data
+  draw = job.plot and plotting.available()
+  if job.plot and not draw:
+    logging.info("matplotlib is not installed; skipping piano-roll PNGs (pip install "
+                 "musicgen-jax[plot])")
+  midi_paths, json_paths, png_paths = [], [], []
+  for i, sample in enumerate(frames):
+    stem = os.path.join(out_dir, SAMPLE_STEM.format(i))
+    frames_to_midi(sample, tempo_bpm=job.tempo_bpm, velocity=job.velocity,
+                   steps_per_quarter=data.steps_per_quarter).save(stem + ".mid")
+    midi_paths.append(stem + ".mid")
+    if draw:
+      title = (f"{config.model.model} step {record['checkpoint_step']}, sample {i}: "
+               f"T={record['temperature']:g}, seed {job.seed}, prime {job.prime_frames} frames")
+      plotting.piano_roll(sample, stem + ".png", title=title, prime_frames=job.prime_frames,
+                          steps_per_quarter=data.steps_per_quarter)
+      png_paths.append(stem + ".png")
+    sample_record = dict(record, sample_index=i, midi=os.path.basename(stem) + ".mid",
+                         png=os.path.basename(stem) + ".png" if draw else None,
+                         num_notes=int(sample[:, :NUM_NOTES].sum()),
+                         length_quarters=float(sample[:, DURATION_INDEX].sum()))
+    with open(stem + ".json", "w") as f:
+      json.dump(sample_record, f, indent=2)
+      f.write("\n")
+    json_paths.append(stem + ".json")
+  return SampleResult(frames=frames, midi_paths=midi_paths, json_paths=json_paths,
+                      png_paths=png_paths, record=record)
+
+
+def split_options(options: dict) -> tuple[sampling.SampleSettings, GenerateConfig]:
+  """Keyword options -> (SampleSettings, GenerateConfig); an unknown one is a TypeError."""
+  names = {f.name for f in dataclasses.fields(sampling.SampleSettings)}
+  job_names = {f.name for f in dataclasses.fields(GenerateConfig)}
+  unknown = sorted(set(options) - names - job_names)
+  if unknown:
+    raise TypeError(f"unknown sampling options: {', '.join(unknown)}")
+  return (sampling.SampleSettings(**{k: v for k, v in options.items() if k in names}),
+          GenerateConfig(**{k: v for k, v in options.items() if k in job_names}))
+
+
+def sample_workdir(run_dir: str, out_dir: str, *, dataset: Any = None, overwrite: bool = False,
+                   **options) -> SampleResult:
+  """Samples a trained run to O/sample_000.mid (+ .json, + .png), ...
+
+  Args:
+    run_dir: W, a training workdir (config.json, checkpoints/).
+    out_dir: O, created when missing; earlier samples there need `overwrite`.
+    dataset: a loaded Dataset (or split -> pieces mapping) for a held-out prime;
+      loaded from the run's data config (cached) when None.
+    overwrite: remove earlier samples in O first.
+    **options: fields of `sampling.SampleSettings` and `GenerateConfig`.
+
+  Raises:
+    FileNotFoundError: no workdir, config.json, checkpoint (or step), or prime file.
+    ValueError: a bad setting, an unreadable (MidiError) or too short prime, a prime
+      longer than the model's context, an out_dir that cannot be written.
+  """
+  settings, job = split_options(options)
+  config = workdir_lib.load_config(run_dir)
+  workdir_lib.check_step(run_dir, job.step)
+  check_prime_fits(config.model, job.prime_frames)
+  prepare_out_dir(out_dir, overwrite)
+  prime = load_prime(config, job, dataset)
+  run = workdir_lib.load_run(run_dir, job.step)
+  logging.info("%s from %s, checkpoint %d; prime: %s", config.model.model, run_dir, run.step,
+               prime.source)
+  frames, timing = sample_frames(config.model, run.params, prime.frames, settings,
+                                 job.num_samples, job.seed)
+  logging.info("sampled %d x %d frames: %.0f frames/s (%.3f s; compile %.2f s, not counted)",
+               job.num_samples, settings.num_frames, timing["frames_per_s"],
+               timing["sample_seconds"], timing["compile_seconds"])
+  record = _record(run_dir, config, run.step, settings, job, prime, timing)
+  result = write_samples(frames, out_dir, record, config, job)
+  logging.info("wrote %d samples to %s", job.num_samples, out_dir)
+  return result

@@ -1,0 +1,48 @@
+"""ModelConfig: everything needed to rebuild a model; saved in `W/config.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from musicgen_jax.settings import Settings, at_least, in_range, positive, setting
+
+MODELS = ("rnn", "lstm", "bilstm", "transformer")  # the registry maps each to its module
+NOTE_HEADS = ("independent", "nade")
+DURATION_HEADS = ("categorical", "regression")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(Settings):
+  """The architecture and its heads. Hashable: one compiled program per config."""
+
+  model: str = setting(
+      "lstm", "Architecture: Elman RNN, LSTM, bidirectional LSTM or causal Transformer.",
+      choices=MODELS)
+  hidden_size: int = setting(64, "Hidden units (model width); the study's 64.", check=positive)
+  num_layers: int = setting(2, "Stacked recurrent layers or Transformer blocks; the study's 2.",
+                            check=positive)
+  num_heads: int = setting(4, "Attention heads (transformer).", check=positive)
+  dropout: float = setting(0.0, "Dropout rate during training.",
+                           check=in_range(0.0, 1.0, high_open=True))
+  dtype: str = setting("float32", "Compute dtype (parameters stay float32); bfloat16 for "
+                       "accelerators.", choices=DTYPES)
+  note_head: str = setting(
+      "independent", "Note output: 'independent' Bernoulli per pitch (the study's) or 'nade', "
+      "pitch by pitch from the lowest, each given the pitches below it (as RNN-NADE).",
+      choices=NOTE_HEADS)
+  nade_hidden: int = setting(100, "Hidden units of the nade note head.", check=positive)
+  duration_head: str = setting(
+      "categorical", "Duration output: classes of grid steps, or the study's scalar regression.",
+      choices=DURATION_HEADS)
+  max_duration_steps: int = setting(
+      96, "Duration classes (grid steps); longer durations go to the last class.",
+      check=positive)
+  seq_len: int = setting(
+      48, "Context in frames: the training window of recurrent models, the bidirectional "
+      "LSTM's input length, and the Transformer's attention window in every layer.",
+      check=at_least(2))
+  # Copied from the data config by RunConfig (the frame's grid); never a flag of its own.
+  steps_per_quarter: int = setting(12, "Duration grid of the frames (from --steps_per_quarter).",
+                                   check=positive, flag=False)
+

@@ -1,0 +1,218 @@
+"""What a model predicts: a distribution over the next frame that scores and samples itself.
+
+A model's output is a `FrameDistribution` (alias `Prediction`) made of one distribution
+per part of the frame:
+
+  notes     `IndependentNotes` (a Bernoulli per pitch, the study's head) or `NadeNotes`
+            (pitch by pitch from the lowest, each given the pitches below it);
+  duration  `CategoricalDuration` (classes of grid steps) or `LogNormalDuration` (the
+            study's regression);
+
+Each has `conditional_logits` / `nll` for training and evaluation (the exact likelihood,
+every pitch in one pass) and `sample` for generation, so the loss and the sampler never
+ask which head (or which model) they hold. Fields carry any leading batch/time axes; the
+NADE weights have none.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from musicgen_jax.encoding import NUM_NOTES, duration_classes, quarters_of_class
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _allowed_or_all(allowed: jax.Array | None) -> jax.Array:
+  return jnp.ones((NUM_NOTES,), bool) if allowed is None else jnp.asarray(allowed, bool)
+
+
+@flax.struct.dataclass
+class IndependentNotes:
+  """One independent Bernoulli per pitch.
+
+  logits: float32[..., 106].
+  """
+
+  logits: jax.Array
+
+  def conditional_logits(self, notes: jax.Array) -> jax.Array:
+    """float32[..., 106]: the logit of each pitch (the other pitches do not matter)."""
+    del notes
+    return self.logits
+
+  def sample(self, rng: jax.Array, *, temperature: float, max_polyphony: int = 0,
+             allowed: jax.Array | None = None) -> jax.Array:
+    """float32[batch, 106] in {0, 1}: Bernoulli(sigmoid(logit / temperature)).
+
+    With max_polyphony = k > 0, of the sampled notes the k with the largest logits stay
+    (ties to the lower pitch). `allowed` bool[106] masks pitches out.
+    """
+    probs = jax.nn.sigmoid(self.logits / temperature)
+    notes = jax.random.bernoulli(rng, probs)
+    if allowed is not None:
+      notes = notes & jnp.asarray(allowed, bool)
+    if 0 < max_polyphony < NUM_NOTES:
+      scores = jnp.where(notes, self.logits, -jnp.inf)
+      _, top = jax.lax.top_k(scores, max_polyphony)  # int32[batch, k]
+      in_top = jnp.any(top[..., :, None] == jnp.arange(NUM_NOTES), axis=-2)
+      notes = notes & in_top
+    return notes.astype(jnp.float32)
+
+
+@flax.struct.dataclass
+class NadeNotes:
+  """A NADE over the 106 pitches, lowest first (Larochelle & Murray 2011; RNN-NADE).
+
+  p(v_i = 1 | v_<i) = sigmoid(visible_bias_i + w_out[:, i] . sigmoid(hidden_bias +
+  sum_{j<i} v_j w_in[j])), with both biases given by the model's state.
+
+  visible_bias: float32[..., 106]; hidden_bias: float32[..., H];
+  w_in: float32[106, H]; w_out: float32[H, 106].
+  """
+
+  visible_bias: jax.Array
+  hidden_bias: jax.Array
+  w_in: jax.Array
+  w_out: jax.Array
+
+  def conditional_logits(self, notes: jax.Array) -> jax.Array:
+    """float32[..., 106]: logit of pitch i given the true pitches below it, all at once.
+
+    The weight-sharing trick: the hidden pre-activation of every pitch is an exclusive
+    cumulative sum over the pitch axis, so the exact likelihood costs one pass.
+    """
+    notes = notes.astype(jnp.float32)
+    contributions = notes[..., :, None] * self.w_in  # [..., 106, H]
+    below = jnp.cumsum(contributions, axis=-2) - contributions  # pitches j < i
+    hidden = jax.nn.sigmoid(self.hidden_bias[..., None, :] + below)
+    return self.visible_bias + jnp.einsum("...ih,hi->...i", hidden, self.w_out)
+
+  def sample(self, rng: jax.Array, *, temperature: float, max_polyphony: int = 0,
+             allowed: jax.Array | None = None) -> jax.Array:
+    """float32[batch, 106] in {0, 1}, drawn pitch by pitch from the lowest.
+
+    Exact ancestral sampling with one uniform u_i per pitch (v_i = u_i < p_i). Between
+    two sounding pitches the NADE state does not change, so every pitch up to the next
+    sounding one is decided at once: the loop runs once per sampled note (plus one),
+    not once per pitch. With max_polyphony = k > 0 the frame ends after k notes (the
+    conditionals truncated); `allowed` bool[106] gives masked pitches probability 0.
+    """
+    batch = self.visible_bias.shape[0]
+    uniforms = jax.random.uniform(rng, (batch, NUM_NOTES))
+    allowed = _allowed_or_all(allowed)
+    pitch = jnp.arange(NUM_NOTES)
+    limit = max_polyphony if 0 < max_polyphony < NUM_NOTES else NUM_NOTES
+
+    def cond(state):
+      return ~jnp.all(state[3])
+
+    def body(state):
+      hidden_in, notes, start, done, count = state
+      logits = self.visible_bias + jax.nn.sigmoid(hidden_in) @ self.w_out
+      on = (uniforms < jax.nn.sigmoid(logits / temperature)) & allowed
+      on = on & (pitch >= start[:, None]) & ~done[:, None]
+      found = jnp.any(on, axis=-1)
+      first = jnp.argmax(on, axis=-1)
+      notes = notes | (on & (pitch == first[:, None]))
+      hidden_in = hidden_in + jnp.where(found[:, None], self.w_in[first], 0.0)
+      count = count + found
+      done = done | ~found | (count >= limit)
+      return hidden_in, notes, first + 1, done, count
+
+    state = (self.hidden_bias.astype(jnp.float32), jnp.zeros((batch, NUM_NOTES), bool),
+             jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), bool),
+             jnp.zeros((batch,), jnp.int32))
+    _, notes, _, _, _ = jax.lax.while_loop(cond, body, state)
+    return notes.astype(jnp.float32)
+
+
+@flax.struct.dataclass
+class CategoricalDuration:
+  """Class k means (k + 1) / steps_per_quarter quarter notes; longer ones are the last class.
+
+  logits: float32[..., max_duration_steps].
+  """
+
+  logits: jax.Array
+  steps_per_quarter: int = flax.struct.field(pytree_node=False)
+
+  def nll(self, quarters: jax.Array) -> jax.Array:
+    """float32[...]: -log p(class of `quarters`)."""
+    classes = duration_classes(quarters, self.steps_per_quarter, self.logits.shape[-1], xp=jnp)
+    log_probs = jax.nn.log_softmax(self.logits, axis=-1)
+    return -jnp.take_along_axis(log_probs, classes[..., None], axis=-1)[..., 0]
+
+  def sample(self, rng: jax.Array, *, temperature: float, top_p: float = 1.0) -> jax.Array:
+    """float32[batch] quarters: a class from softmax(logits / temperature), nucleus top_p."""
+    logits = self.logits / temperature
+    if top_p < 1.0:
+      logits = jnp.where(_nucleus_mask(logits, top_p), logits, -jnp.inf)
+    k = jax.random.categorical(rng, logits, axis=-1)
+    table = quarters_of_class(self.steps_per_quarter, self.logits.shape[-1])
+    return jnp.asarray(table)[k]
+
+
+def _nucleus_mask(logits: jax.Array, top_p: float) -> jax.Array:
+  """bool[..., C]: the smallest set of most probable classes with mass >= top_p."""
+  probs = jax.nn.softmax(logits, axis=-1)
+  order = jnp.argsort(-logits, axis=-1)  # stable: ties keep the lower class first
+  sorted_probs = jnp.take_along_axis(probs, order, axis=-1)
+  mass_before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs
+  keep_sorted = mass_before < top_p
+  keep_sorted = keep_sorted.at[..., 0].set(True)  # the most probable is always kept
+  return jnp.take_along_axis(keep_sorted, jnp.argsort(order, axis=-1), axis=-1)
+
+
+@flax.struct.dataclass
+class LogNormalDuration:
+  """The study's regression: log(duration) ~ Normal(mean, exp(log_std)).
+
+  mean_log_std: float32[..., 2]. Durations are floored at one grid step and sampled
+  ones snapped to the grid, at most max_steps steps.
+  """
+
+  mean_log_std: jax.Array
+  steps_per_quarter: int = flax.struct.field(pytree_node=False)
+  max_steps: int = flax.struct.field(pytree_node=False)
+
+  def nll(self, quarters: jax.Array) -> jax.Array:
+    """float32[...]: Gaussian NLL of log(duration) (a density: it may be negative)."""
+    mean, log_std = self.mean_log_std[..., 0], self.mean_log_std[..., 1]
+    floor = 1.0 / self.steps_per_quarter
+    target = jnp.log(jnp.maximum(jnp.asarray(quarters, jnp.float32), floor))
+    z = (target - mean) * jnp.exp(-log_std)
+    return 0.5 * jnp.square(z) + log_std + _HALF_LOG_2PI
+
+  def sample(self, rng: jax.Array, *, temperature: float, top_p: float = 1.0) -> jax.Array:
+    """float32[batch] quarters on the grid: std scaled by temperature (top_p unused)."""
+    del top_p
+    spq = self.steps_per_quarter
+    mean, log_std = self.mean_log_std[..., 0], self.mean_log_std[..., 1]
+    log_duration = mean + jnp.exp(log_std) * temperature * jax.random.normal(
+        rng, mean.shape, jnp.float32)
+    # Clip in log space first so exp cannot overflow; then snap to the grid.
+    log_duration = jnp.minimum(log_duration, float(np.log(self.max_steps / spq)))
+    steps = jnp.clip(jnp.round(jnp.exp(log_duration) * spq), 1, self.max_steps)
+    steps = jnp.where(jnp.isnan(steps), 1.0, steps).astype(jnp.int32)  # NaN: one step
+    return jnp.asarray(quarters_of_class(spq, self.max_steps))[steps - 1]
+
+
+@flax.struct.dataclass
+class FrameDistribution:
+  """A model's distribution over the next frame (one per leading index).
+
+  notes: IndependentNotes or NadeNotes. duration: CategoricalDuration or
+  LogNormalDuration.
+  """
+
+  notes: IndependentNotes | NadeNotes
+  duration: CategoricalDuration | LogNormalDuration
+
+
+Prediction = FrameDistribution
