@@ -25,10 +25,15 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 class _QuietOrbax(logging_std.Filter):
-  """Drops orbax's per-save INFO chatter from the absl log; warnings pass."""
+  """Drops orbax's per-save INFO chatter from the absl log; warnings pass, errors without
+  their thread's traceback (the failure reaches the user as one CheckpointError line)."""
 
   def filter(self, record):
-    return record.levelno >= logging_std.WARNING or "orbax" not in record.pathname
+    if "orbax" not in record.pathname:
+      return True
+    if record.levelno >= logging_std.ERROR:
+      record.exc_info, record.exc_text, record.stack_info = None, None, None
+    return record.levelno >= logging_std.WARNING
 
 
 logging.get_absl_handler().addFilter(_QuietOrbax())
@@ -107,8 +112,11 @@ class Checkpointer:
     try:
       self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
       self._manager.wait_until_finished()
-    except OSError as e:
-      raise CheckpointError(f"cannot write checkpoint {step} in {self.directory}: {e}") from e
+    except Exception as e:  # orbax/tensorstore raise many types for a failed write
+      reason = " ".join(str(e).split())
+      reason = reason if len(reason) < 240 else "... " + reason[-240:]
+      raise CheckpointError(f"cannot write checkpoint {step} in {self.directory} "
+                            f"(disk full or not writable?): {reason}") from e
 
   def restore(self, target, step: int | None = None,
               sharding: jax.sharding.Sharding | None = None,

@@ -50,9 +50,16 @@ def fail(message: str, status: int = 1) -> None:
 USER_ERRORS = (Failure, ValueError, OSError, RuntimeError, ImportError)
 
 
+def _quiet_unraisable(unraisable) -> None:
+  """Errors Python cannot raise (e.g. a library's callback into a closed event loop after a
+  failed write) go to the debug log, not to the user's terminal as tracebacks."""
+  logging.debug("ignored in %r: %s", unraisable.object, unraisable.exc_value)
+
+
 def call(main: Callable[[flags.FlagValues], None], flag_values: flags.FlagValues,
          argv: list[str]) -> None:
   """Runs `main` with parsed flags, turning its errors into one line each."""
+  sys.unraisablehook = _quiet_unraisable
   if len(argv) > 1:
     fail(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", 2)
   try:

@@ -34,11 +34,12 @@ LOWEST_PITCH = 21  # A0
 HIGHEST_PITCH = LOWEST_PITCH + NUM_NOTES - 1  # 126
 FRAME_DIM = NUM_NOTES + 1  # 106 note onsets + duration in quarter notes
 DURATION_INDEX = NUM_NOTES  # frame[DURATION_INDEX] is the duration
+PIANO_KEYS = 88  # pitches 21..108, the first 88 note columns: the benchmarks' notes
 DURATION_MODES = ("ioi", "note")
 
 __all__ = [
     "DURATION_INDEX", "DURATION_MODES", "FRAME_DIM", "HIGHEST_PITCH", "LOWEST_PITCH",
-    "NUM_NOTES", "EncodeStats", "MidiError", "encode_midi", "frames_to_midi",
+    "NUM_NOTES", "PIANO_KEYS", "EncodeStats", "MidiError", "encode_midi", "frames_to_midi",
     "duration_classes", "duration_steps", "frame_steps", "frames_to_notes", "midi_to_frames",
     "notes_to_frames", "pitch_name", "quarters_of_class",
 ]

@@ -31,8 +31,8 @@ from absl import logging
 from musicgen_jax import models, plotting, sampling
 from musicgen_jax import workdir as workdir_lib
 from musicgen_jax.config import RunConfig
-from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES, MidiError
-from musicgen_jax.encoding import frames_to_midi, midi_to_frames
+from musicgen_jax.encoding import (DURATION_INDEX, FRAME_DIM, LOWEST_PITCH, NUM_NOTES,
+                                   MidiError, encode_midi, frames_to_midi)
 from musicgen_jax.models import STATE, ModelConfig, decode_step, init_carry
 from musicgen_jax.settings import Settings, in_range, non_negative, positive, setting
 
@@ -59,11 +59,15 @@ class GenerateConfig(Settings):
                                     choices=HELD_OUT_SPLITS)
   prime_piece: int | None = setting(None, "Without --prime_midi: index of the held-out piece, "
                                     "in name order (default 0).", check=non_negative)
-  tempo_bpm: float = setting(120.0, "Tempo written into the MIDI files.", check=positive)
+  tempo_bpm: float | None = setting(None, "Tempo written into the MIDI files (default: the "
+                                    "prime's own tempo; 120 bpm where it has none).",
+                                    check=positive)
   velocity: int = setting(80, "Note velocity in the MIDI files (1..127).",
                           check=in_range(1, 127))
   plot: bool = setting(True, "Write a piano-roll PNG beside each sample when matplotlib is "
                        "installed.")
+  all_pitches: bool = setting(False, "Sample any pitch 21..126; by default only the range "
+                              "the model was trained on (saved with it) can sound.")
 
   def __post_init__(self):
     super().__post_init__()
@@ -79,10 +83,13 @@ class Prime:
   frames: float32[prime_frames, 107].
   source: JSON-able description: {"kind": "midi", "path": ...} or
     {"kind": "dataset", "split": ..., "piece_index": ..., "piece_name": ...}.
+  tempo_bpm, time_signature: the source's (what the samples are written with by default).
   """
 
   frames: np.ndarray
   source: dict
+  tempo_bpm: float = 120.0
+  time_signature: str = "4/4"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,20 +117,22 @@ def check_prime_fits(model_cfg: ModelConfig, prime_frames: int) -> None:
         f"{context.frames} frames; use --prime_frames <= {context.frames}")
 
 
-def _prime_from_midi(config: RunConfig, path: str) -> tuple[np.ndarray, dict, str]:
+def _prime_from_midi(config: RunConfig, path: str) -> tuple[np.ndarray, dict, str, tuple]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--prime_midi={path} does not exist; give a MIDI file")
   data = config.data
   try:
-    frames = midi_to_frames(path, steps_per_quarter=data.steps_per_quarter,
-                            duration_mode=data.duration_mode, include_drums=data.include_drums)
+    frames, stats = encode_midi(path, steps_per_quarter=data.steps_per_quarter,
+                                duration_mode=data.duration_mode,
+                                include_drums=data.include_drums)
   except MidiError as e:
     raise MidiError(f"{e}; give a readable MIDI file as --prime_midi") from e
-  return frames, {"kind": "midi", "path": os.path.abspath(path)}, f"--prime_midi={path}"
+  return (frames, {"kind": "midi", "path": os.path.abspath(path)}, f"--prime_midi={path}",
+          (stats.tempo_bpm, stats.time_signature))
 
 
 def _prime_from_dataset(config: RunConfig, split: str | None, index: int | None,
-                        dataset: Any) -> tuple[np.ndarray, dict, str]:
+                        dataset: Any) -> tuple[np.ndarray, dict, str, tuple]:
   split = DEFAULT_PRIME_SPLIT if split is None else split
   index = 0 if index is None else index
   if dataset is None:
@@ -138,7 +147,8 @@ def _prime_from_dataset(config: RunConfig, split: str | None, index: int | None,
   piece = pieces[index]
   source = {"kind": "dataset", "split": split, "piece_index": index, "piece_name": piece.name}
   return (np.asarray(piece.frames, np.float32), source,
-          f"piece {index} ({piece.name}) of the {split} split")
+          f"piece {index} ({piece.name}) of the {split} split",
+          (getattr(piece, "tempo_bpm", 120.0), getattr(piece, "time_signature", "4/4")))
 
 
 def load_prime(config: RunConfig, job: GenerateConfig, dataset: Any = None) -> Prime:
@@ -150,15 +160,16 @@ def load_prime(config: RunConfig, job: GenerateConfig, dataset: Any = None) -> P
     ValueError: the source has fewer than prime_frames frames, or a bad split or index.
   """
   if job.prime_midi is not None:
-    frames, source, what = _prime_from_midi(config, job.prime_midi)
+    frames, source, what, meter = _prime_from_midi(config, job.prime_midi)
   else:
-    frames, source, what = _prime_from_dataset(config, job.prime_split, job.prime_piece,
-                                               dataset)
+    frames, source, what, meter = _prime_from_dataset(config, job.prime_split, job.prime_piece,
+                                                      dataset)
   if frames.shape[0] < job.prime_frames:
     raise ValueError(f"{what} has {frames.shape[0]} frames, fewer than --prime_frames="
                      f"{job.prime_frames}; lower --prime_frames or choose another prime")
   source["frames"] = job.prime_frames
-  return Prime(frames=np.array(frames[:job.prime_frames], np.float32), source=source)
+  return Prime(frames=np.array(frames[:job.prime_frames], np.float32), source=source,
+               tempo_bpm=float(meter[0]), time_signature=str(meter[1]))
 
 
 @functools.lru_cache(maxsize=8)
@@ -219,10 +230,26 @@ def _record(run_dir: str, config: RunConfig, step: int, settings, job, prime: Pr
       "steps_per_quarter": config.data.steps_per_quarter,
       "duration_mode": config.data.duration_mode,
       **dataclasses.asdict(settings), **{k: v for k, v in dataclasses.asdict(job).items()
-                                         if k not in ("step", "prime_midi", "plot")},
-      "prime": prime.source, **timing,
+                                         if k not in ("step", "prime_midi", "plot",
+                                                      "tempo_bpm")},
+      "prime": prime.source, "tempo_bpm": tempo_of(job, prime),
+      "time_signature": prime.time_signature, **timing,
       "device": f"{device.platform}:{device.device_kind}", "jax_version": jax.__version__,
   }
+
+
+def tempo_of(job: GenerateConfig, prime: Prime) -> float:
+  """--tempo_bpm when given, else the prime's own tempo."""
+  return float(job.tempo_bpm) if job.tempo_bpm is not None else prime.tempo_bpm
+
+
+def allowed_pitches(model_cfg: ModelConfig, job: GenerateConfig) -> np.ndarray | None:
+  """bool[106]: the pitches the model was trained on (saved with it), unless --all_pitches."""
+  if job.all_pitches or not model_cfg.pitch_high:
+    return None
+  allowed = np.zeros(NUM_NOTES, bool)
+  allowed[model_cfg.pitch_low - LOWEST_PITCH:model_cfg.pitch_high - LOWEST_PITCH + 1] = True
+  return allowed
 
 
 def write_samples(frames: np.ndarray, out_dir: str, record: dict, config: RunConfig,
@@ -236,8 +263,9 @@ def write_samples(frames: np.ndarray, out_dir: str, record: dict, config: RunCon
   midi_paths, json_paths, png_paths = [], [], []
   for i, sample in enumerate(frames):
     stem = os.path.join(out_dir, SAMPLE_STEM.format(i))
-    frames_to_midi(sample, tempo_bpm=job.tempo_bpm, velocity=job.velocity,
-                   steps_per_quarter=data.steps_per_quarter).save(stem + ".mid")
+    frames_to_midi(sample, tempo_bpm=record["tempo_bpm"], velocity=job.velocity,
+                   steps_per_quarter=data.steps_per_quarter,
+                   time_signature=record["time_signature"]).save(stem + ".mid")
     midi_paths.append(stem + ".mid")
     if draw:
       title = (f"{config.model.model} step {record['checkpoint_step']}, sample {i}: "
@@ -295,7 +323,7 @@ def sample_workdir(run_dir: str, out_dir: str, *, dataset: Any = None, overwrite
   logging.info("%s from %s, checkpoint %d; prime: %s", config.model.model, run_dir, run.step,
                prime.source)
   frames, timing = sample_frames(config.model, run.params, prime.frames, settings,
-                                 job.num_samples, job.seed)
+                                 job.num_samples, job.seed, allowed_pitches(config.model, job))
   logging.info("sampled %d x %d frames: %.0f frames/s (%.3f s; compile %.2f s, not counted)",
                job.num_samples, settings.num_frames, timing["frames_per_s"],
                timing["sample_seconds"], timing["compile_seconds"])

@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES
+from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES, PIANO_KEYS
 from musicgen_jax.models import FrameDistribution
 
-METRIC_NAMES = ("nll", "nll_notes", "nll_duration", "tp", "fp", "fn")
+METRIC_NAMES = ("nll", "nll_notes", "nll_notes_88", "nll_duration", "tp", "fp", "fn")
 
 
 def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Array]:
@@ -25,8 +25,11 @@ def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Ar
   Returns:
     dict of float32[...]: 'nll_notes' (the sum over the 106 pitches of the binary cross
     entropy of each pitch's conditional probability: the exact -log p(notes) for either
-    note head), 'nll_duration' (categorical: -log p(target class); regression: Gaussian
-    NLL of log(duration), a density so it may be negative), 'nll' (their sum), and 'tp',
+    note head), 'nll_notes_88' (the terms of the 88 piano keys, pitches 21..108: the
+    NLL the polyphonic-music benchmarks report; with either head the first 88 terms are
+    exactly an 88-pitch model's), 'nll_duration' (categorical: -log p(target class);
+    regression: Gaussian NLL of log(duration), a density so it may be negative), 'nll'
+    (notes plus duration), and 'tp',
     'fp', 'fn' note counts with a note predicted when its conditional probability exceeds
     0.5 (for the nade head, given the true pitches below it).
   """
@@ -35,7 +38,8 @@ def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Ar
   targets = targets.astype(jnp.float32)
   notes = targets[..., :NUM_NOTES]
   logits = pred.notes.conditional_logits(notes).astype(jnp.float32)
-  nll_notes = optax.sigmoid_binary_cross_entropy(logits, notes).sum(axis=-1)
+  per_pitch = optax.sigmoid_binary_cross_entropy(logits, notes)
+  nll_notes = per_pitch.sum(axis=-1)
   nll_duration = pred.duration.nll(targets[..., DURATION_INDEX])
   predicted = logits > 0.0
   actual = notes > 0.5
@@ -43,6 +47,7 @@ def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Ar
   return {
       "nll": nll_notes + nll_duration,
       "nll_notes": nll_notes,
+      "nll_notes_88": per_pitch[..., :PIANO_KEYS].sum(axis=-1),
       "nll_duration": nll_duration,
       "tp": count(predicted & actual),
       "fp": count(predicted & ~actual),
@@ -61,8 +66,8 @@ def loss_and_metrics(pred: FrameDistribution, targets: jax.Array,
 
   Returns:
     loss: float32[] sum(mask * nll) / max(sum(mask), tiny).
-    metrics: float32[] sums of mask * term for 'nll', 'nll_notes', 'nll_duration',
-      'tp', 'fp', 'fn', and 'count' = sum(mask). Masked-out frames contribute
+    metrics: float32[] sums of mask * term for each of METRIC_NAMES, and 'count' =
+      sum(mask). Masked-out frames contribute
       exactly 0, even where their terms are not finite.
   """
   terms = frame_terms(pred, targets)

@@ -33,6 +33,7 @@ from musicgen_jax import checkpoint as ckpt_lib
 from musicgen_jax import cli, losses, models, parallel
 from musicgen_jax import workdir as workdir_lib
 from musicgen_jax.config import RunConfig, TrainConfig, define_run_flags, resume
+from musicgen_jax.encoding import HIGHEST_PITCH, LOWEST_PITCH, NUM_NOTES
 from musicgen_jax.evaluate import evaluate_pieces
 from musicgen_jax.models import ModelConfig, apply_model, init_params
 
@@ -239,7 +240,14 @@ class _Prefetcher:
     return item
 
   def close(self):
+    """Stops the thread and waits for it: a thread left inside JAX at exit aborts Python."""
     self._stop.set()
+    while self._thread.is_alive():
+      try:
+        self._queue.get(timeout=0.05)
+      except queue.Empty:
+        pass
+    self._thread.join()
 
 
 class _Meter:
@@ -292,6 +300,21 @@ class _Run:
   window: int
 
 
+def with_pitch_range(config: RunConfig, pieces) -> RunConfig:
+  """The config with the pitches it trains on recorded (sampling keeps to them)."""
+  if config.model.pitch_high:
+    return config  # recorded when the run started
+  notes = np.concatenate([np.asarray(p.frames)[:, :NUM_NOTES] for p in pieces]) > 0
+  used = np.flatnonzero(notes.any(axis=0))
+  if not used.size:
+    return config
+  margin = config.train.transpose_range
+  low = max(LOWEST_PITCH, LOWEST_PITCH + int(used[0]) - margin)
+  high = min(HIGHEST_PITCH, LOWEST_PITCH + int(used[-1]) + margin)
+  model = dataclasses.replace(config.model, pitch_low=low, pitch_high=high)
+  return dataclasses.replace(config, model=model)
+
+
 def prepare(config: RunConfig, workdir: str, dataset=None) -> _Run:
   """Checks the run can start (data, sizes, devices) without writing to W."""
   from musicgen_jax.data import StreamBatches, WindowBatches  # pylint: disable=g-import-not-at-top
@@ -300,6 +323,7 @@ def prepare(config: RunConfig, workdir: str, dataset=None) -> _Run:
     dataset = _load_dataset_once(config.data)
   if not dataset["train"]:
     raise ValueError("the train split is empty; add music or lower --valid_fraction/--test_fraction")
+  config = with_pitch_range(config, dataset["train"])
   window = train_window(config)
   kind = StreamBatches if config.train.carry_state else WindowBatches
   batches = kind(dataset["train"], window, config.train.batch_size, config.train.seed,
@@ -434,6 +458,7 @@ def train_and_evaluate(config: RunConfig, workdir: str, *, dataset=None) -> dict
   """
   workdir_lib.ensure_writable_dir(workdir, "workdir")
   run = prepare(config, workdir, dataset)
+  config = run.config
   with workdir_lib.WorkdirLock(workdir):
     if jax.process_index() == 0:
       config.save(workdir)

@@ -265,7 +265,7 @@ def test_json_source_errors(tmp_path):
   with pytest.raises(ValueError, match="'train', 'valid', 'test'"):
     pipeline.load_dataset(config_lib.DataConfig(
         dataset="json", data_path=str(path), cache_dir=str(tmp_path / "c")))
-  path.write_text(json.dumps({"train": [[["C4"]]]}))
+  path.write_text(json.dumps({"train": [[["C4"]]], "valid": [], "test": []}))
   with pytest.raises(ValueError, match="train/0000"):
     pipeline.load_dataset(config_lib.DataConfig(
         dataset="json", data_path=str(path), cache_dir=str(tmp_path / "c")))

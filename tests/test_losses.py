@@ -54,6 +54,7 @@ def test_zero_logits_give_log2_per_note_and_uniform_duration():
   pred = _categorical(jnp.zeros((3, NUM_NOTES)), jnp.zeros((3, 96)))
   terms = frame_terms(pred, targets)
   np.testing.assert_allclose(terms["nll_notes"], [106 * math.log(2)] * 3, rtol=1e-6)
+  np.testing.assert_allclose(terms["nll_notes_88"], [88 * math.log(2)] * 3, rtol=1e-6)
   np.testing.assert_allclose(terms["nll_duration"], [math.log(96)] * 3, rtol=1e-6)
   np.testing.assert_allclose(terms["nll"], [106 * math.log(2) + math.log(96)] * 3, rtol=1e-6)
   # logit 0 is probability 0.5, not above the threshold: nothing predicted.
@@ -132,7 +133,8 @@ def test_mask_weights_frames_and_metrics_are_sums():
                              rtol=1e-6)
   np.testing.assert_allclose(metrics["tp"], 1.0)  # frame 0 only; frame 2 is masked
   np.testing.assert_allclose(metrics["fn"], 0.5)  # half of frame 1's missed note
-  assert set(metrics) == {"nll", "nll_notes", "nll_duration", "tp", "fp", "fn", "count"}
+  assert set(metrics) == {"nll", "nll_notes", "nll_notes_88", "nll_duration", "tp", "fp", "fn",
+                          "count"}
 
 
 def test_masked_frames_cannot_poison_the_loss():

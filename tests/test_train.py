@@ -1,5 +1,6 @@
 """Training loop: outputs in W, exact resume, non-finite loss, flags against config.json."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from toy import toy_config, toy_dataset
 
 def _params(workdir, config, step=None):
   run = workdir_lib.load_run(workdir, step=step)
-  assert run.config == config
+  assert run.config.train == config.train
   return jax.tree.map(np.asarray, run.params), run.step
 
 
@@ -36,7 +37,13 @@ def test_workdir_outputs(straight_run):
   assert result["step"] == 6 and np.isfinite(result["valid_nll"])
   stored = json.load(open(os.path.join(workdir, "config.json")))
   assert stored["model"]["model"] == "lstm" and stored["train"]["num_steps"] == 6
-  assert RunConfig.from_json(stored) == config
+  stored_config = RunConfig.from_json(stored)
+  # What was given, plus the pitch range the run trained on (recorded for sampling).
+  assert stored_config.model.pitch_low > 0 and stored_config.model.pitch_high > 0
+  assert stored_config.model == dataclasses.replace(
+      config.model, pitch_low=stored_config.model.pitch_low,
+      pitch_high=stored_config.model.pitch_high)
+  assert (stored_config.data, stored_config.train) == (config.data, config.train)
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in records] == [2, 3, 4, 6]
   for r in records:

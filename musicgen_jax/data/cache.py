@@ -20,7 +20,7 @@ import numpy as np
 from musicgen_jax.data import sources
 
 # Bump when the file layout or the meaning of its contents changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: per-piece tempo and time signature
 _CODEC_MODULES = ("encoding.py", "midi.py")
 
 

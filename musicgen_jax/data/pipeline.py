@@ -39,9 +39,13 @@ class Piece:
       '<split>/<index>' (json).
     frames: <float32>[T, 107] read-only; notes 0/1 in columns 0..105
       (pitches 21..126), the duration in quarter notes in column 106.
+    tempo_bpm, time_signature: the source file's first tempo and time signature
+      (120 and 4/4 where it gives none, and for the json benchmarks).
   """
   name: str
   frames: np.ndarray
+  tempo_bpm: float = 120.0
+  time_signature: str = "4/4"
 
   @property
   def num_frames(self) -> int:
@@ -351,7 +355,10 @@ def _split_pieces(cfg: DataConfig, entries: list) -> dict[str, list[Piece]]:
   for entry, piece_frames in zip(entries, frames):
     split = entry.split or splits_lib.assign_split(entry.name, cfg.valid_fraction,
                                                    cfg.test_fraction)
-    splits[split].append(Piece(entry.name, piece_frames))
+    stats = entry.piece.stats
+    splits[split].append(Piece(entry.name, piece_frames,
+                               tempo_bpm=float(stats.get("tempo_bpm", 120.0)),
+                               time_signature=str(stats.get("time_signature", "4/4"))))
   for split in splits:
     splits[split].sort(key=lambda p: p.name)
   return splits

@@ -77,12 +77,14 @@ class SparsePiece:
 
 
 def _stats_dict(stats) -> dict:
-  """The EncodeStats fields the data layer reports, as plain ints."""
+  """The EncodeStats fields the data layer keeps: counts, and the source's tempo."""
   return {
       "num_notes": int(stats.num_notes),
       "num_frames": int(stats.num_frames),
       "dropped_out_of_range": int(stats.dropped_out_of_range),
       "dropped_drums": int(stats.dropped_drums),
+      "tempo_bpm": float(stats.tempo_bpm),
+      "time_signature": str(stats.time_signature),
   }
 
 
@@ -227,6 +229,19 @@ def file_sha256(path: str) -> str:
   return digest.hexdigest()
 
 
+def _json_pitches(step, where: str, t: int) -> list[int]:
+  """A time step's pitches; anything but a list of whole numbers is an error naming it."""
+  if not isinstance(step, list):
+    raise ValueError(f"{where}, time step {t}: a time step must be a list of MIDI pitches, "
+                     f"got {type(step).__name__}")
+  for pitch in step:
+    whole = isinstance(pitch, int) or (isinstance(pitch, float) and pitch.is_integer())
+    if isinstance(pitch, bool) or not whole:
+      raise ValueError(f"{where}, time step {t}: a pitch must be a whole MIDI note number, "
+                       f"got {pitch!r}")
+  return [int(p) for p in step]
+
+
 def _json_piece(piece, where: str) -> SparsePiece:
   """A list of time steps (lists of MIDI pitches) -> one frame per step."""
   if not isinstance(piece, list):
@@ -234,18 +249,10 @@ def _json_piece(piece, where: str) -> SparsePiece:
                      f"{type(piece).__name__}")
   rows, pitches = [], []
   for t, step in enumerate(piece):
-    if not isinstance(step, list):
-      raise ValueError(f"{where}, time step {t}: a time step must be a list of "
-                       f"MIDI pitches, got {type(step).__name__}")
+    step = _json_pitches(step, where, t)
     rows.extend([t] * len(step))
     pitches.extend(step)
-  try:
-    pitch_array = np.asarray(pitches, dtype=np.float64).reshape(-1)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{where}: pitches must be numbers ({e})") from e
-  if not np.all(pitch_array == np.round(pitch_array)):
-    raise ValueError(f"{where}: pitches must be whole MIDI note numbers")
-  index = pitch_array.astype(np.int64) - encoding.LOWEST_PITCH
+  index = np.asarray(pitches, dtype=np.int64).reshape(-1) - encoding.LOWEST_PITCH
   keep = (index >= 0) & (index < encoding.NUM_NOTES)
   row_array = np.asarray(rows, dtype=np.int32)[keep]
   index = index[keep]
@@ -286,7 +293,7 @@ def read_json_benchmark(path: str) -> tuple[list[tuple[str, str, SparsePiece]],
         "benchmark .json file") from e
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON: {e}") from e
-  if not isinstance(data, dict) or not any(s in data for s in splits_lib.SPLITS):
+  if not isinstance(data, dict):
     raise ValueError(
         f"{path}: expected a JSON object with keys 'train', 'valid', 'test' "
         "(the polyphonic-music benchmark format)")
@@ -295,10 +302,11 @@ def read_json_benchmark(path: str) -> tuple[list[tuple[str, str, SparsePiece]],
     logging.warning("%s: ignoring keys %s (expected train/valid/test)", path,
                     unknown)
   pieces, skipped = [], []
+  missing = [split for split in splits_lib.SPLITS if split not in data]
+  if missing:
+    raise ValueError(f"{path} has no {', '.join(repr(m) for m in missing)} split; the "
+                     "benchmark format needs 'train', 'valid' and 'test'")
   for split in splits_lib.SPLITS:
-    if split not in data:
-      logging.warning("%s has no %r split; it will be empty", path, split)
-      continue
     if not isinstance(data[split], list):
       raise ValueError(f"{path}: {split!r} must be a list of pieces")
     width = max(4, len(str(len(data[split]))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from musicgen_jax.settings import Settings, at_least, in_range, positive, setting
+from musicgen_jax.settings import Settings, at_least, in_range, non_negative, positive, setting
 
 MODELS = ("rnn", "lstm", "bilstm", "transformer")  # the registry maps each to its module
 NOTE_HEADS = ("independent", "nade")
@@ -45,4 +45,8 @@ class ModelConfig(Settings):
   # Copied from the data config by RunConfig (the frame's grid); never a flag of its own.
   steps_per_quarter: int = setting(12, "Duration grid of the frames (from --steps_per_quarter).",
                                    check=positive, flag=False)
+  # The MIDI pitches the model was trained on (the training data's range, widened by any
+  # transposition); set when training starts, 0 = not recorded. Sampling keeps to them.
+  pitch_low: int = setting(0, "Lowest trained pitch.", check=non_negative, flag=False)
+  pitch_high: int = setting(0, "Highest trained pitch.", check=non_negative, flag=False)
 
