@@ -78,6 +78,8 @@ class TrainConfig(Settings):
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+DERIVED = ("steps_per_quarter", "velocity_bins")  # the frame's layout: data settings the
+# model config carries a copy of (checked equal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +91,11 @@ class RunConfig:
   train: TrainConfig
 
   def __post_init__(self):
-    if self.model.steps_per_quarter != self.data.steps_per_quarter:
-      raise ValueError(
-          f"the model's duration grid ({self.model.steps_per_quarter} steps per quarter) "
-          f"differs from the data's (--steps_per_quarter={self.data.steps_per_quarter}); "
-          "build the config with RunConfig.create")
+    for name in DERIVED:
+      if getattr(self.model, name) != getattr(self.data, name):
+        raise ValueError(
+            f"the model's {name} ({getattr(self.model, name)}) differs from the data's "
+            f"(--{name}={getattr(self.data, name)}); build the config with RunConfig.create")
     models.check_config(self.model)
     if (not models.is_causal(self.model) and self.train.train_window not in
         (0, self.model.seq_len)):
@@ -105,8 +107,8 @@ class RunConfig:
 
   @classmethod
   def create(cls, model: ModelConfig, data: DataConfig, train: TrainConfig) -> RunConfig:
-    """A RunConfig whose model takes the frame grid from the data config."""
-    model = dataclasses.replace(model, steps_per_quarter=data.steps_per_quarter)
+    """A RunConfig whose model takes the frame's layout from the data config."""
+    model = dataclasses.replace(model, **{name: getattr(data, name) for name in DERIVED})
     return cls(model=model, data=data, train=train)
 
   def to_json(self) -> dict:
@@ -123,7 +125,8 @@ class RunConfig:
   @classmethod
   def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS) -> RunConfig:
     data = from_flags(DataConfig, flag_values)
-    model = from_flags(ModelConfig, flag_values, steps_per_quarter=data.steps_per_quarter)
+    model = from_flags(ModelConfig, flag_values,
+                       **{name: getattr(data, name) for name in DERIVED})
     return cls(model=model, data=data, train=from_flags(TrainConfig, flag_values))
 
   def save(self, workdir: str) -> None:

@@ -35,11 +35,15 @@ HIGHEST_PITCH = LOWEST_PITCH + NUM_NOTES - 1  # 126
 FRAME_DIM = NUM_NOTES + 1  # 106 note onsets + duration in quarter notes
 DURATION_INDEX = NUM_NOTES  # frame[DURATION_INDEX] is the duration
 PIANO_KEYS = 88  # pitches 21..108, the first 88 note columns: the benchmarks' notes
+# Optional dynamics: frames with velocity carry one more column, the mean MIDI velocity
+# (1..127) of the onset's notes (0 for an empty frame).
+VELOCITY_INDEX = FRAME_DIM
+FRAME_WIDTHS = (FRAME_DIM, FRAME_DIM + 1)
 DURATION_MODES = ("ioi", "note")
 
 __all__ = [
     "DURATION_INDEX", "DURATION_MODES", "FRAME_DIM", "HIGHEST_PITCH", "LOWEST_PITCH",
-    "NUM_NOTES", "PIANO_KEYS", "EncodeStats", "MidiError", "encode_midi", "frames_to_midi",
+    "NUM_NOTES", "PIANO_KEYS", "VELOCITY_INDEX", "EncodeStats", "MidiError", "encode_midi", "frames_to_midi",
     "duration_classes", "duration_steps", "frame_steps", "frames_to_notes", "midi_to_frames",
     "notes_to_frames", "pitch_name", "quarters_of_class",
 ]
@@ -88,6 +92,13 @@ class EncodeStats:
   merged_duplicates: int  # same pitch struck twice on one quantised onset
   tempo_bpm: float = midi_lib.DEFAULT_TEMPO_BPM  # the source's first tempo
   time_signature: str = midi_lib.DEFAULT_TIME_SIGNATURE  # its first time signature
+  velocity_min: int = 0  # the encoded notes' softest and loudest MIDI velocity (0: none)
+  velocity_max: int = 0
+
+  @property
+  def constant_velocity(self) -> bool:
+    """Every note has the same velocity: the file carries no dynamics."""
+    return self.num_notes > 0 and self.velocity_min == self.velocity_max
 
 
 def _check_settings(steps_per_quarter: int, duration_mode: str) -> None:
@@ -98,44 +109,10 @@ def _check_settings(steps_per_quarter: int, duration_mode: str) -> None:
         f"duration_mode must be one of {', '.join(DURATION_MODES)}, got {duration_mode!r}")
 
 
-def notes_to_frames(onset_steps: np.ndarray, end_steps: np.ndarray, pitches: np.ndarray, *,
-                    steps_per_quarter: int = 12, duration_mode: str = "ioi") -> np.ndarray:
-  """Encodes quantised notes as frames.
-
-  Args:
-    onset_steps, end_steps: int[N] grid steps; ends are raised to at least one
-      step after the onset.
-    pitches: int[N] MIDI pitches, all within LOWEST_PITCH..HIGHEST_PITCH.
-    steps_per_quarter: grid resolution.
-    duration_mode: "ioi" or "note".
-
-  Returns:
-    float32[T, 107] frames (T = 0 when there are no notes).
-  """
-  _check_settings(steps_per_quarter, duration_mode)
-  onset_steps = np.asarray(onset_steps, dtype=np.int64)
-  end_steps = np.maximum(np.asarray(end_steps, dtype=np.int64), onset_steps + 1)
-  pitches = np.asarray(pitches, dtype=np.int64)
-  if onset_steps.size == 0:
-    return np.zeros((0, FRAME_DIM), np.float32)
-  if pitches.min() < LOWEST_PITCH or pitches.max() > HIGHEST_PITCH:
-    raise ValueError(f"pitches must lie in {LOWEST_PITCH}..{HIGHEST_PITCH}")
-
-  order = np.argsort(onset_steps, kind="stable")
-  onset_steps, end_steps, pitches = onset_steps[order], end_steps[order], pitches[order]
-  onsets, frame_of_note = np.unique(onset_steps, return_inverse=True)
-  num_onsets = onsets.size
-  chord_end = np.full(num_onsets, np.iinfo(np.int64).min)
-  np.maximum.at(chord_end, frame_of_note, end_steps)
-  notes = np.zeros((num_onsets, NUM_NOTES), np.float32)
-  notes[frame_of_note, pitches - LOWEST_PITCH] = 1.0
-
+def _durations(onsets: np.ndarray, chord_end: np.ndarray, duration_mode: str):
+  """(row of each onset's frame, its duration, rest frames' rows and durations), in steps."""
   if duration_mode == "note":
-    durations = chord_end - onsets
-    frames = np.concatenate([notes, durations[:, None].astype(np.float32)], axis=1)
-    frames[:, DURATION_INDEX] /= steps_per_quarter
-    return frames
-
+    return np.arange(onsets.size), chord_end - onsets, np.zeros(0, np.int64), np.zeros(0)
   # ioi: `sounding_end[k]` is when the last note struck at or before onset k ends.
   sounding_end = np.maximum.accumulate(chord_end)
   next_onset = np.append(onsets[1:], sounding_end[-1])
@@ -144,12 +121,50 @@ def notes_to_frames(onset_steps: np.ndarray, end_steps: np.ndarray, pitches: np.
   has_rest[-1] = False
   durations = np.where(has_rest, sounding_end - onsets, next_onset - onsets)
   # Frame k lands at row k + (number of rests before it); rests follow their frame.
-  rows = np.arange(num_onsets) + np.concatenate([[0], np.cumsum(has_rest)[:-1]])
-  frames = np.zeros((num_onsets + int(has_rest.sum()), FRAME_DIM), np.float32)
-  frames[rows, :NUM_NOTES] = notes
+  rows = np.arange(onsets.size) + np.concatenate([[0], np.cumsum(has_rest)[:-1]])
+  return rows, durations, rows[has_rest] + 1, rest[has_rest]
+
+
+def notes_to_frames(onset_steps: np.ndarray, end_steps: np.ndarray, pitches: np.ndarray, *,
+                    steps_per_quarter: int = 12, duration_mode: str = "ioi",
+                    velocities: np.ndarray | None = None) -> np.ndarray:
+  """Encodes quantised notes as frames.
+
+  Args:
+    onset_steps, end_steps: int[N] grid steps; ends are raised to at least one
+      step after the onset.
+    pitches: int[N] MIDI pitches, all within LOWEST_PITCH..HIGHEST_PITCH.
+    steps_per_quarter: grid resolution.
+    duration_mode: "ioi" or "note".
+    velocities: int[N] MIDI velocities, or None. Given, each frame gains a column
+      (VELOCITY_INDEX): the rounded mean velocity of its onset's notes, 0 for a rest.
+
+  Returns:
+    float32[T, 107] frames (T = 0 when there are no notes); [T, 108] with velocities.
+  """
+  _check_settings(steps_per_quarter, duration_mode)
+  width = FRAME_DIM + (velocities is not None)
+  onset_steps = np.asarray(onset_steps, dtype=np.int64)
+  end_steps = np.maximum(np.asarray(end_steps, dtype=np.int64), onset_steps + 1)
+  pitches = np.asarray(pitches, dtype=np.int64)
+  if onset_steps.size == 0:
+    return np.zeros((0, width), np.float32)
+  if pitches.min() < LOWEST_PITCH or pitches.max() > HIGHEST_PITCH:
+    raise ValueError(f"pitches must lie in {LOWEST_PITCH}..{HIGHEST_PITCH}")
+  onsets, frame_of_note = np.unique(onset_steps, return_inverse=True)
+  chord_end = np.full(onsets.size, np.iinfo(np.int64).min)
+  np.maximum.at(chord_end, frame_of_note, end_steps)
+  rows, durations, rest_rows, rests = _durations(onsets, chord_end, duration_mode)
+  frames = np.zeros((onsets.size + rest_rows.size, width), np.float32)
+  frames[rows[frame_of_note], pitches - LOWEST_PITCH] = 1.0
   frames[rows, DURATION_INDEX] = durations
-  frames[rows[has_rest] + 1, DURATION_INDEX] = rest[has_rest]
+  frames[rest_rows, DURATION_INDEX] = rests
   frames[:, DURATION_INDEX] /= steps_per_quarter
+  if velocities is not None:
+    total = np.zeros(onsets.size)
+    np.add.at(total, frame_of_note, np.asarray(velocities, np.float64))
+    mean = total / np.bincount(frame_of_note, minlength=onsets.size)
+    frames[rows, VELOCITY_INDEX] = np.clip(np.floor(mean + 0.5), 1, 127)
   return frames
 
 
@@ -159,12 +174,12 @@ def _quantise(ticks: np.ndarray, ticks_per_beat: int, steps_per_quarter: int) ->
 
 
 def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mode: str = "ioi",
-                include_drums: bool = False,
+                include_drums: bool = False, with_velocity: bool = False,
                 name: str | None = None) -> tuple[np.ndarray, EncodeStats]:
   """Like `midi_to_frames`, and also says what was kept and dropped.
 
   Returns:
-    (frames float32[T, 107], EncodeStats).
+    (frames float32[T, 107] ([T, 108] with_velocity), EncodeStats).
   Raises:
     MidiError: the file is unreadable or invalid; the message names it.
   """
@@ -173,13 +188,14 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
   in_range = (notes.pitches >= LOWEST_PITCH) & (notes.pitches <= HIGHEST_PITCH)
   onset_steps = _quantise(notes.onsets[in_range], notes.ticks_per_beat, steps_per_quarter)
   end_steps = _quantise(notes.ends[in_range], notes.ticks_per_beat, steps_per_quarter)
-  pitches = notes.pitches[in_range]
+  pitches, velocities = notes.pitches[in_range], notes.velocities[in_range]
   if onset_steps.size:
     # Leading silence is dropped: time starts at the first onset.
     start = onset_steps.min()
     onset_steps, end_steps = onset_steps - start, end_steps - start
-  frames = notes_to_frames(onset_steps, end_steps, pitches,
-                           steps_per_quarter=steps_per_quarter, duration_mode=duration_mode)
+  frames = notes_to_frames(onset_steps, end_steps, pitches, steps_per_quarter=steps_per_quarter,
+                           duration_mode=duration_mode,
+                           velocities=velocities if with_velocity else None)
   num_notes = int(frames[:, :NUM_NOTES].sum())
   stats = EncodeStats(
       num_notes=num_notes,
@@ -190,29 +206,40 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
       merged_duplicates=int(pitches.size - num_notes),
       tempo_bpm=notes.tempo_bpm,
       time_signature=notes.time_signature,
+      velocity_min=int(velocities.min()) if velocities.size else 0,
+      velocity_max=int(velocities.max()) if velocities.size else 0,
   )
   return frames, stats
 
 
 def midi_to_frames(source: MidiSource, *, steps_per_quarter: int = 12,
-                   duration_mode: str = "ioi", include_drums: bool = False) -> np.ndarray:
+                   duration_mode: str = "ioi", include_drums: bool = False,
+                   with_velocity: bool = False) -> np.ndarray:
   """Encodes a MIDI file (a path, bytes or a mido.MidiFile) as frames.
 
   Returns:
-    float32[T, 107]; a file with no in-range notes gives an empty [0, 107]
-    array (not an error). Use `encode_midi` to read how many notes were dropped.
+    float32[T, 107] ([T, 108] with_velocity: the onset's mean velocity last); a file
+    with no in-range notes gives an empty [0, 107] array (not an error). Use
+    `encode_midi` to read how many notes were dropped.
   Raises:
     MidiError: the file is unreadable or invalid; the message names it.
   """
   frames, _ = encode_midi(source, steps_per_quarter=steps_per_quarter,
-                          duration_mode=duration_mode, include_drums=include_drums)
+                          duration_mode=duration_mode, include_drums=include_drums,
+                          with_velocity=with_velocity)
   return frames
+
+
+def has_velocity(frames) -> bool:
+  """True for frames that carry dynamics (a velocity column after the duration)."""
+  return np.shape(frames)[-1] == FRAME_DIM + 1
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
   frames = np.asarray(frames, dtype=np.float64)
-  if frames.ndim != 2 or frames.shape[1] != FRAME_DIM:
-    raise ValueError(f"frames must have shape [T, {FRAME_DIM}], got {frames.shape}")
+  if frames.ndim != 2 or frames.shape[1] not in FRAME_WIDTHS:
+    raise ValueError(f"frames must have shape [T, {FRAME_DIM}] (or [T, {FRAME_DIM + 1}] with "
+                     f"velocity), got {frames.shape}")
   if not np.all(np.isfinite(frames)):
     raise ValueError("frames contain non-finite values")
   if np.any(frames[:, DURATION_INDEX] < 0):
@@ -269,12 +296,20 @@ def frames_to_midi(frames: np.ndarray, *, tempo_bpm: float = 120.0, velocity: in
                    time_signature: str | None = None) -> mido.MidiFile:
   """Decodes frames float32[T, 107] into a type-0 mido.MidiFile (piano, channel 1).
 
-  Both duration modes decode alike; `duration_mode` is accepted (and checked) so that
-  callers can pass the mode the frames were encoded with.
+  Frames with a velocity column ([T, 108]) play each onset at its velocity (rounded,
+  1..127); otherwise every note has `velocity`. Both duration modes decode alike;
+  `duration_mode` is accepted (and checked) so that callers can pass the mode the
+  frames were encoded with.
   """
   onsets, ends, pitches = frames_to_notes(frames, steps_per_quarter=steps_per_quarter,
                                           duration_mode=duration_mode)
   to_ticks = lambda steps: np.rint(steps * ticks_per_beat / steps_per_quarter).astype(np.int64)
-  return midi_lib.write_notes(to_ticks(onsets), to_ticks(ends), pitches, velocity=velocity,
+  velocities = velocity
+  if has_velocity(frames):
+    frames = np.asarray(frames)
+    frame_index = np.nonzero(frames[:, :NUM_NOTES] > 0.5)[0]
+    played = np.rint(frames[frame_index, VELOCITY_INDEX]).astype(np.int64)
+    velocities = np.where(played > 0, np.clip(played, 1, 127), velocity)
+  return midi_lib.write_notes(to_ticks(onsets), to_ticks(ends), pitches, velocity=velocities,
                               ticks_per_beat=ticks_per_beat, tempo_bpm=tempo_bpm,
                               time_signature=time_signature)

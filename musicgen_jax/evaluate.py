@@ -34,7 +34,7 @@ import numpy as np
 from absl import flags, logging
 
 from musicgen_jax import cli, losses, models
-from musicgen_jax.encoding import FRAME_DIM
+from musicgen_jax.encoding import FRAME_WIDTHS
 from musicgen_jax.models import FIELD, STATE, ModelConfig, apply_model
 
 METRIC_KEYS = losses.METRIC_NAMES + ("count",)
@@ -45,8 +45,9 @@ WINDOW_ROWS_PER_PIECE_ROW = 16  # windowed models: windows per compiled call / b
 
 def _frames_of(piece) -> np.ndarray:
   frames = np.asarray(getattr(piece, "frames", piece), np.float32)
-  if frames.ndim != 2 or frames.shape[1] != FRAME_DIM:
-    raise ValueError(f"a piece must be [T, {FRAME_DIM}], got {frames.shape}")
+  if frames.ndim != 2 or frames.shape[1] not in FRAME_WIDTHS:
+    raise ValueError(f"a piece must be [T, 107] (or [T, 108] with velocity), got "
+                     f"{frames.shape}")
   return frames
 
 
@@ -84,8 +85,8 @@ class _Totals:
       self.sums[k] += float(sums[k])
 
 
-def _rows(batch: int, width: int):
-  inputs = np.zeros((batch, width, FRAME_DIM), np.float32)
+def _rows(batch: int, width: int, features: int):
+  inputs = np.zeros((batch, width, features), np.float32)
   return inputs, np.zeros_like(inputs), np.zeros((batch, width), np.float32)
 
 
@@ -99,7 +100,7 @@ def _score_with_state(cfg, params, pieces, rows_per_call, chunk, totals):
     width = _padded_length(longest, chunk)
     carry = models.init_carry(cfg, rows_per_call)
     for offset in range(0, longest, width):
-      inputs, targets, mask = _rows(rows_per_call, width)
+      inputs, targets, mask = _rows(rows_per_call, width, group[0].shape[-1])
       for row, frames in enumerate(group):
         end = min(offset + width, len(frames) - 1)
         if end > offset:
@@ -123,7 +124,7 @@ def _score_with_field(cfg, params, pieces, rows_per_call, chunk, field, totals):
   for start in range(0, len(segments), rows_per_call):
     block = segments[start:start + rows_per_call]
     width = min(width_max, _padded_length(max(e - c for _, c, _, e in block), width_max))
-    inputs, targets, mask = _rows(rows_per_call, width)
+    inputs, targets, mask = _rows(rows_per_call, width, pieces[0].shape[-1])
     for row, (index, c, a, e) in enumerate(block):
       frames = pieces[index]
       inputs[row, :e - c] = frames[c:e]
@@ -138,8 +139,9 @@ def _score_windows(cfg, params, pieces, rows_per_call, window, totals):
   targets_index = [(i, t) for i, frames in enumerate(pieces) for t in range(1, len(frames))]
   for start in range(0, len(targets_index), rows_per_call):
     block = targets_index[start:start + rows_per_call]
-    inputs = np.zeros((rows_per_call, window, FRAME_DIM), np.float32)
-    targets = np.zeros((rows_per_call, 1, FRAME_DIM), np.float32)
+    features = pieces[0].shape[-1]
+    inputs = np.zeros((rows_per_call, window, features), np.float32)
+    targets = np.zeros((rows_per_call, 1, features), np.float32)
     mask = np.zeros((rows_per_call, 1), np.float32)
     lengths = np.ones((rows_per_call,), np.int32)
     for row, (i, t) in enumerate(block):
@@ -164,8 +166,9 @@ def evaluate_pieces(cfg: ModelConfig, params, pieces: Sequence, *, batch_size: i
 
   Returns:
     {'nll', 'nll_notes', 'nll_notes_88' (the 88 piano keys' terms, as the polyphonic-music
-     benchmarks count), 'nll_duration' (nats per predicted frame), 'note_accuracy'
-     (TP / (TP + FP + FN) at 0.5), 'num_frames'}.
+     benchmarks count), 'nll_duration', 'nll_velocity' (frames with dynamics; 0
+     otherwise), 'nll_total' (nll + nll_velocity), all nats per predicted frame;
+     'note_accuracy' (TP / (TP + FP + FN) at 0.5), 'num_frames'}.
   """
   if batch_size < 1 or chunk < 1:
     raise ValueError(f"--eval_batch_size and the chunk must be positive, got {batch_size} "
@@ -190,6 +193,8 @@ def evaluate_pieces(cfg: ModelConfig, params, pieces: Sequence, *, batch_size: i
       "nll_notes": total["nll_notes"] / count,
       "nll_notes_88": total["nll_notes_88"] / count,
       "nll_duration": total["nll_duration"] / count,
+      "nll_velocity": total["nll_velocity"] / count,
+      "nll_total": total["nll_total"] / count,
       "note_accuracy": total["tp"] / hits if hits else 0.0,
       "num_frames": int(round(count)),
   }

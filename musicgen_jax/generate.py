@@ -62,7 +62,8 @@ class GenerateConfig(Settings):
   tempo_bpm: float | None = setting(None, "Tempo written into the MIDI files (default: the "
                                     "prime's own tempo; 120 bpm where it has none).",
                                     check=positive)
-  velocity: int = setting(80, "Note velocity in the MIDI files (1..127).",
+  velocity: int = setting(80, "Note velocity in the MIDI files (1..127) of models without "
+                          "dynamics (with --velocity_bins, each onset plays its own).",
                           check=in_range(1, 127))
   plot: bool = setting(True, "Write a piano-roll PNG beside each sample when matplotlib is "
                        "installed.")
@@ -124,7 +125,8 @@ def _prime_from_midi(config: RunConfig, path: str) -> tuple[np.ndarray, dict, st
   try:
     frames, stats = encode_midi(path, steps_per_quarter=data.steps_per_quarter,
                                 duration_mode=data.duration_mode,
-                                include_drums=data.include_drums)
+                                include_drums=data.include_drums,
+                                with_velocity=data.velocity_bins > 0)
   except MidiError as e:
     raise MidiError(f"{e}; give a readable MIDI file as --prime_midi") from e
   return (frames, {"kind": "midi", "path": os.path.abspath(path)}, f"--prime_midi={path}",
@@ -193,8 +195,9 @@ def sample_frames(model_cfg: ModelConfig, params, prime: np.ndarray,
     compiled call alone (prime consumption included, compilation excluded).
   """
   prime = np.asarray(prime, np.float32)
-  if prime.ndim != 2 or prime.shape[1] != FRAME_DIM:
-    raise ValueError(f"prime must be float32[P, {FRAME_DIM}], got shape {prime.shape}")
+  width = FRAME_DIM + (model_cfg.velocity_bins > 0)
+  if prime.ndim != 2 or prime.shape[1] != width:
+    raise ValueError(f"prime must be float32[P, {width}], got shape {prime.shape}")
   batch_prime = jnp.broadcast_to(jnp.asarray(prime), (num_samples,) + prime.shape)
   carry = init_carry(model_cfg, num_samples)
   rng = jax.random.key(seed)

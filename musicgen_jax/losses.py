@@ -9,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES, PIANO_KEYS
+from musicgen_jax.encoding import (DURATION_INDEX, FRAME_WIDTHS, NUM_NOTES, PIANO_KEYS,
+                                   VELOCITY_INDEX)
 from musicgen_jax.models import FrameDistribution
 
-METRIC_NAMES = ("nll", "nll_notes", "nll_notes_88", "nll_duration", "tp", "fp", "fn")
+METRIC_NAMES = ("nll", "nll_notes", "nll_notes_88", "nll_duration", "nll_velocity", "nll_total",
+                "tp", "fp", "fn")
 
 
 def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Array]:
@@ -29,18 +31,23 @@ def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Ar
     NLL the polyphonic-music benchmarks report; with either head the first 88 terms are
     exactly an 88-pitch model's), 'nll_duration' (categorical: -log p(target class);
     regression: Gaussian NLL of log(duration), a density so it may be negative), 'nll'
-    (notes plus duration), and 'tp',
+    (notes plus duration: comparable with and without dynamics), 'nll_velocity' (frames
+    with dynamics: -log p(velocity class) of each onset; 0 otherwise), 'nll_total' (nll plus
+    nll_velocity, what training minimises), and 'tp',
     'fp', 'fn' note counts with a note predicted when its conditional probability exceeds
     0.5 (for the nade head, given the true pitches below it).
   """
-  if targets.shape[-1] != FRAME_DIM:
-    raise ValueError(f"targets must end in {FRAME_DIM} features, got shape {targets.shape}")
+  if targets.shape[-1] not in FRAME_WIDTHS:
+    raise ValueError(f"targets must end in 107 (or 108) features, got shape {targets.shape}")
   targets = targets.astype(jnp.float32)
   notes = targets[..., :NUM_NOTES]
   logits = pred.notes.conditional_logits(notes).astype(jnp.float32)
   per_pitch = optax.sigmoid_binary_cross_entropy(logits, notes)
   nll_notes = per_pitch.sum(axis=-1)
   nll_duration = pred.duration.nll(targets[..., DURATION_INDEX])
+  nll_velocity = jnp.zeros_like(nll_duration)
+  if pred.velocity is not None:
+    nll_velocity = pred.velocity.nll(targets[..., VELOCITY_INDEX])
   predicted = logits > 0.0
   actual = notes > 0.5
   count = lambda a: a.astype(jnp.float32).sum(axis=-1)
@@ -49,6 +56,8 @@ def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Ar
       "nll_notes": nll_notes,
       "nll_notes_88": per_pitch[..., :PIANO_KEYS].sum(axis=-1),
       "nll_duration": nll_duration,
+      "nll_velocity": nll_velocity,
+      "nll_total": nll_notes + nll_duration + nll_velocity,
       "tp": count(predicted & actual),
       "fp": count(predicted & ~actual),
       "fn": count(~predicted & actual),
@@ -65,7 +74,7 @@ def loss_and_metrics(pred: FrameDistribution, targets: jax.Array,
     mask: float32[...] weight per predicted frame (0 for padding).
 
   Returns:
-    loss: float32[] sum(mask * nll) / max(sum(mask), tiny).
+    loss: float32[] sum(mask * nll_total) / max(sum(mask), tiny).
     metrics: float32[] sums of mask * term for each of METRIC_NAMES, and 'count' =
       sum(mask). Masked-out frames contribute
       exactly 0, even where their terms are not finite.
@@ -77,5 +86,5 @@ def loss_and_metrics(pred: FrameDistribution, targets: jax.Array,
       name: jnp.sum(jnp.where(active, terms[name] * mask, 0.0)) for name in METRIC_NAMES
   }
   metrics["count"] = jnp.sum(mask)
-  loss = metrics["nll"] / jnp.maximum(metrics["count"], jnp.finfo(jnp.float32).tiny)
+  loss = metrics["nll_total"] / jnp.maximum(metrics["count"], jnp.finfo(jnp.float32).tiny)
   return loss, metrics

@@ -227,26 +227,27 @@ def _time_signature_message(text: str) -> mido.MetaMessage:
 
 
 def write_notes(onsets: np.ndarray, ends: np.ndarray, pitches: np.ndarray, *,
-                velocity: int = 80, ticks_per_beat: int = 480,
+                velocity: int | np.ndarray = 80, ticks_per_beat: int = 480,
                 tempo_bpm: float = 120.0, program: int = 0,
                 time_signature: str | None = None) -> mido.MidiFile:
   """Writes notes (ticks) as a type-0 MIDI file on channel 1.
 
   At the same tick note-offs come before note-ons, so a pitch re-struck where
   it ends reads back as two notes in any reader. The tempo (and a time signature,
-  when given) open the track.
+  when given) open the track. `velocity`: one for every note, or int[N] per note.
   """
-  if not 1 <= velocity <= 127:
+  velocities = np.broadcast_to(np.asarray(velocity, np.int64), np.shape(pitches))
+  if velocities.size and not (velocities.min() >= 1 and velocities.max() <= 127):
     raise ValueError(f"velocity must be in 1..127, got {velocity}")
   if not tempo_bpm > 0:
     raise ValueError(f"tempo_bpm must be positive, got {tempo_bpm}")
   if not 1 <= ticks_per_beat <= 0x7FFF:
     raise ValueError(f"ticks_per_beat must be in 1..32767, got {ticks_per_beat}")
   events = []
-  for on, off, pitch in zip(np.asarray(onsets).tolist(), np.asarray(ends).tolist(),
-                            np.asarray(pitches).tolist()):
-    events.append((off, 0, pitch))
-    events.append((on, 1, pitch))
+  for on, off, pitch, vel in zip(np.asarray(onsets).tolist(), np.asarray(ends).tolist(),
+                                 np.asarray(pitches).tolist(), velocities.tolist()):
+    events.append((off, 0, pitch, 0))
+    events.append((on, 1, pitch, vel))
   events.sort()
   track = mido.MidiTrack()
   track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm), time=0))
@@ -254,10 +255,9 @@ def write_notes(onsets: np.ndarray, ends: np.ndarray, pitches: np.ndarray, *,
     track.append(_time_signature_message(time_signature))
   track.append(mido.Message("program_change", program=program, channel=0, time=0))
   now = 0
-  for tick, is_on, pitch in events:
-    track.append(mido.Message("note_on" if is_on else "note_off", note=pitch,
-                              velocity=velocity if is_on else 0, channel=0,
-                              time=tick - now))
+  for tick, is_on, pitch, vel in events:
+    track.append(mido.Message("note_on" if is_on else "note_off", note=pitch, velocity=vel,
+                              channel=0, time=tick - now))
     now = tick
   track.append(mido.MetaMessage("end_of_track", time=0))
   midi = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)

@@ -23,6 +23,13 @@ Per piece (`piece_features`) and pooled over a set (`set_statistics`):
                         durations in the last class, as the model's head)
   pitch_class_histogram share of notes in each pitch class C, C#, ..., B
 
+Frames with dynamics ([T, 108], the onset's mean velocity last) add
+
+  mean_velocity         mean velocity of the frames with notes
+  velocity_spread       their standard deviation
+  velocity_phrase_change  mean absolute change of the mean velocity from one phrase
+                        (PHRASE_FRAMES frames with notes) to the next: how dynamics move
+
 `compare_sets(generated, real)` compares feature by feature with the overlap of
 the intra-set and inter-set distance distributions (Yang & Lerch, "On the
 evaluation of generative models in music", 2018): for each feature, the
@@ -51,6 +58,7 @@ import numpy as np
 from musicgen_jax import encoding
 
 DENSE_NOTES = 10  # a frame with more notes than this counts as dense
+PHRASE_FRAMES = 16  # frames with notes per "phrase" of the velocity features
 NUM_PITCH_CLASSES = 12
 MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11)
 HARMONIC_MINOR_STEPS = (0, 2, 3, 5, 7, 8, 11)
@@ -61,6 +69,7 @@ SCALAR_FEATURES = ("pitch_classes_used", "pitch_range", "mean_polyphony", "pitch
                    "scale_consistency", "rest_rate", "repeated_frame_rate", "dense_frame_rate",
                    "mean_duration")
 HISTOGRAM_FEATURES = ("duration_histogram", "pitch_class_histogram")
+VELOCITY_FEATURES = ("mean_velocity", "velocity_spread", "velocity_phrase_change")
 
 
 def _scales() -> np.ndarray:
@@ -79,9 +88,36 @@ SCALES = _scales()
 
 def _frames(piece) -> np.ndarray:
   frames = np.asarray(getattr(piece, "frames", piece), np.float32)
-  if frames.ndim != 2 or frames.shape[1] != encoding.FRAME_DIM:
-    raise ValueError(f"a piece must be [T, {encoding.FRAME_DIM}], got {frames.shape}")
+  if frames.ndim != 2 or frames.shape[1] not in encoding.FRAME_WIDTHS:
+    raise ValueError(f"a piece must be [T, {encoding.FRAME_DIM}] (or [T, 108] with velocity), "
+                     f"got {frames.shape}")
   return frames
+
+
+def _velocity_counts(frames: np.ndarray, sounding: np.ndarray) -> dict:
+  """Sums for the velocity features (zeros for frames without dynamics)."""
+  if not encoding.has_velocity(frames):
+    return {"velocity_frames": 0, "velocity_sum": 0.0, "velocity_sq_sum": 0.0,
+            "phrase_change_sum": 0.0, "phrase_pairs": 0}
+  v = frames[sounding, encoding.VELOCITY_INDEX].astype(np.float64)
+  phrases = [chunk.mean() for chunk in np.split(v, np.arange(PHRASE_FRAMES, len(v),
+                                                             PHRASE_FRAMES))
+             if len(chunk)]
+  changes = np.abs(np.diff(phrases))
+  return {"velocity_frames": int(v.size), "velocity_sum": float(v.sum()),
+          "velocity_sq_sum": float((v * v).sum()), "phrase_change_sum": float(changes.sum()),
+          "phrase_pairs": int(changes.size)}
+
+
+def _velocity_features(c: dict) -> dict:
+  n = c["velocity_frames"]
+  if not n:
+    return {}
+  mean = c["velocity_sum"] / n
+  return {"mean_velocity": mean,
+          "velocity_spread": math.sqrt(max(c["velocity_sq_sum"] / n - mean * mean, 0.0)),
+          "velocity_phrase_change": (c["phrase_change_sum"] / c["phrase_pairs"]
+                                     if c["phrase_pairs"] else math.nan)}
 
 
 def _counts(frames: np.ndarray, steps_per_quarter: int, max_duration_steps: int) -> dict:
@@ -108,6 +144,7 @@ def _counts(frames: np.ndarray, steps_per_quarter: int, max_duration_steps: int)
       "pitch_counts": pitch_counts,
       "pc_counts": pc_counts,
       "duration_counts": duration_counts,
+      **_velocity_counts(frames, per_frame > 0),
   }
 
 
@@ -138,6 +175,7 @@ def _features_from_counts(c: dict) -> dict:
       "duration_histogram": (durations / frames).tolist() if frames
                             else [0.0] * len(durations),
       "pitch_class_histogram": pc_hist,
+      **_velocity_features(c),
   }
 
 
@@ -166,7 +204,7 @@ def set_statistics(pieces: Sequence, *, steps_per_quarter: int = 12,
   total = {k: sum(c[k] for c in counts) for k in counts[0]}
   per_piece = [_features_from_counts(c) for c in counts]
   means = {}
-  for name in SCALAR_FEATURES:
+  for name in SCALAR_FEATURES + tuple(n for n in VELOCITY_FEATURES if n in per_piece[0]):
     values = np.array([f[name] for f in per_piece], np.float64)
     means[name] = _json_float(np.nanmean(values)) if np.isfinite(values).any() else None
   pooled = _features_from_counts(total)
@@ -286,14 +324,16 @@ def compare_sets(generated: Sequence, real: Sequence, *, steps_per_quarter: int 
   gen_feats = [piece_features(p, **kw) for p in generated]
   real_feats = [piece_features(p, **kw) for p in real]
   features, overlaps = {}, []
-  for name in SCALAR_FEATURES + HISTOGRAM_FEATURES:
+  dynamics = VELOCITY_FEATURES if all(n in gen_feats[0] and n in real_feats[0]
+                                      for n in VELOCITY_FEATURES) else ()
+  for name in SCALAR_FEATURES + dynamics + HISTOGRAM_FEATURES:
     g, r = _matrix(gen_feats, name), _matrix(real_feats, name)
     intra = _distances(r) if len(r) >= 2 else np.zeros(0)
     inter = _distances(g, r) if len(g) and len(r) else np.zeros(0)
     overlap = overlap_area(intra, inter) if intra.size and inter.size else math.nan
     entry = {"overlap": _json_float(overlap), "intra_pairs": int(intra.size),
              "inter_pairs": int(inter.size)}
-    if name in SCALAR_FEATURES:
+    if name not in HISTOGRAM_FEATURES:
       mg = float(g.mean()) if len(g) else math.nan
       mr = float(r.mean()) if len(r) else math.nan
       entry.update({"mean_generated": _json_float(mg), "mean_real": _json_float(mr),
@@ -310,8 +350,8 @@ def compare_sets(generated: Sequence, real: Sequence, *, steps_per_quarter: int 
           "mean_overlap": float(np.mean(overlaps)) if overlaps else None}
 
 
-def read_midi_dir(folder: str, *, steps_per_quarter: int = 12,
-                  duration_mode: str = "ioi") -> list[np.ndarray]:
+def read_midi_dir(folder: str, *, steps_per_quarter: int = 12, duration_mode: str = "ioi",
+                  with_velocity: bool = False) -> list[np.ndarray]:
   """Every .mid/.midi file directly in folder, encoded; files without notes skipped."""
   paths = sorted(p for p in glob.glob(os.path.join(folder, "*"))
                  if p.lower().endswith((".mid", ".midi")))
@@ -321,7 +361,7 @@ def read_midi_dir(folder: str, *, steps_per_quarter: int = 12,
   pieces = []
   for path in paths:
     frames = encoding.midi_to_frames(path, steps_per_quarter=steps_per_quarter,
-                                     duration_mode=duration_mode)
+                                     duration_mode=duration_mode, with_velocity=with_velocity)
     if len(frames):
       pieces.append(frames)
   if not pieces:
@@ -337,8 +377,9 @@ def compare_midi_dir(folder: str, real: Sequence, *, steps_per_quarter: int = 12
   segment_frames: -1 (default) cuts the real pieces into excerpts as long as the
   median generated piece; None compares whole pieces; N > 0 uses N.
   """
+  with_velocity = bool(len(real)) and encoding.has_velocity(_frames(real[0]))
   generated = read_midi_dir(folder, steps_per_quarter=steps_per_quarter,
-                            duration_mode=duration_mode)
+                            duration_mode=duration_mode, with_velocity=with_velocity)
   if segment_frames == -1:
     segment_frames = int(np.median([len(g) for g in generated]))
   result = compare_sets(generated, real, steps_per_quarter=steps_per_quarter,

@@ -13,7 +13,8 @@ import importlib.util
 
 import numpy as np
 
-from musicgen_jax.encoding import FRAME_DIM, frame_steps, frames_to_notes, pitch_name
+from musicgen_jax.encoding import (FRAME_WIDTHS, NUM_NOTES, VELOCITY_INDEX, frame_steps,
+                                   frames_to_notes, has_velocity, pitch_name)
 PRIME_COLOR = "0.45"  # notes of the prime: grey
 SAMPLE_COLOR = "tab:blue"  # generated notes
 PRIME_SHADE = "0.92"  # background of the prime region
@@ -38,7 +39,7 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
   frames) is shaded and its notes drawn in grey; generated notes are blue.
 
   Args:
-    frames: float32[T, 107] frames.
+    frames: float32[T, 107] frames ([T, 108] with velocity: opacity follows it).
     path: where the PNG goes (its folder must exist).
     title: the figure title.
     prime_frames: how many leading frames were given rather than generated (0 = none).
@@ -52,8 +53,9 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
     ValueError: frames are not [T, 107] or prime_frames is out of 0..T.
   """
   frames = np.asarray(frames, np.float32)
-  if frames.ndim != 2 or frames.shape[1] != FRAME_DIM:
-    raise ValueError(f"frames must be [T, {FRAME_DIM}], got shape {frames.shape}")
+  if frames.ndim != 2 or frames.shape[1] not in FRAME_WIDTHS:
+    raise ValueError(f"frames must be [T, 107] (or [T, 108] with velocity), got shape "
+                     f"{frames.shape}")
   if not 0 <= prime_frames <= frames.shape[0]:
     raise ValueError(f"prime_frames must be in 0..{frames.shape[0]}, got {prime_frames}")
   # Lazy: matplotlib is an optional extra. The Agg canvas needs no display.
@@ -73,8 +75,12 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
     ax.axvline(prime_end_q, color=PRIME_COLOR, linestyle="--", linewidth=0.8, zorder=1)
     ax.text(0.0, 1.0, f"prime: {prime_frames} frames", transform=ax.get_xaxis_transform(),
             va="bottom", ha="left", fontsize=8, color=PRIME_COLOR)
+  alphas = None
+  if has_velocity(frames):  # louder notes are drawn more opaque
+    frame_index = np.nonzero(frames[:, :NUM_NOTES] > 0.5)[0]
+    alphas = np.clip(frames[frame_index, VELOCITY_INDEX] / 127.0, 0.15, 1.0)
   _draw_notes(ax, onsets / steps_per_quarter, ends / steps_per_quarter, pitches, prime_end_q,
-              bool(prime_frames))
+              bool(prime_frames), alphas)
   ax.set_xlim(0.0, total_q)
   ax.set_xlabel("time (quarter notes)")
   ax.set_ylabel("pitch")
@@ -85,14 +91,19 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
   return path
 
 
-def _draw_notes(ax, onsets_q, ends_q, pitches, prime_end_q: float, has_prime: bool) -> None:
-  """One rectangle per note (grey in the prime, blue after it); C pitches labelled."""
+def _draw_notes(ax, onsets_q, ends_q, pitches, prime_end_q: float, has_prime: bool,
+                alphas=None) -> None:
+  """One rectangle per note (grey in the prime, blue after it, opacity its velocity when
+  given); C pitches labelled."""
   from matplotlib.collections import PolyCollection  # pylint: disable=g-import-not-at-top
+  from matplotlib.colors import to_rgba  # pylint: disable=g-import-not-at-top
   in_prime = onsets_q < prime_end_q if has_prime else np.zeros(onsets_q.shape, bool)
   boxes = [[(x0, y - 0.4), (x1, y - 0.4), (x1, y + 0.4), (x0, y + 0.4)]
            for x0, x1, y in zip(onsets_q, ends_q, pitches)]
   if boxes:
-    colors = [PRIME_COLOR if p else SAMPLE_COLOR for p in in_prime]
+    colors = [to_rgba(PRIME_COLOR if p else SAMPLE_COLOR,
+                      None if alphas is None else float(alphas[i]))
+              for i, p in enumerate(in_prime)]
     ax.add_collection(PolyCollection(boxes, facecolors=colors, edgecolors="none", zorder=2))
     low, high = int(pitches.min()) - PITCH_MARGIN, int(pitches.max()) + PITCH_MARGIN
   else:

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.encoding import FRAME_DIM, NUM_NOTES
+from musicgen_jax.encoding import FRAME_WIDTHS, NUM_NOTES
 from musicgen_jax.settings import Settings, non_negative, positive, setting
 
 StepFn = Callable[..., tuple[Any, Any]]
@@ -46,6 +46,9 @@ class SampleSettings(Settings):
       check=positive)
   top_p: float = setting(1.0, "Nucleus mass over duration classes; 1 = off.",
                          check=lambda p: None if 0 < p <= 1 else "must be in (0, 1] (1 = off)")
+  velocity_temperature: float = setting(
+      1.0, "Velocity temperature (models of frames with dynamics): class logits / T.",
+      check=positive)
   max_polyphony: int = setting(0, "At most this many notes per frame (independent head: the "
                                "most probable of those sampled; nade: the first drawn); "
                                "0 = no limit.", check=non_negative)
@@ -63,9 +66,13 @@ def sample_frame(pred, rng: jax.Array, settings: SampleSettings,
 
   Returns:
     float32[batch, 107]: notes in {0, 1} at 0..105, the duration in quarter notes (a
-    positive multiple of 1 / steps_per_quarter) at index 106 (`DURATION_INDEX`).
+    positive multiple of 1 / steps_per_quarter) at index 106 (`DURATION_INDEX`); with a
+    velocity head [batch, 108], the velocity last (0 where no note sounds).
   """
-  note_rng, duration_rng = jax.random.split(rng)
+  if pred.velocity is not None:
+    note_rng, duration_rng, velocity_rng = jax.random.split(rng, 3)
+  else:  # two keys, as before dynamics existed: the same seed draws the same music
+    note_rng, duration_rng = jax.random.split(rng)
   notes = pred.notes.sample(note_rng, temperature=settings.temperature,
                             max_polyphony=settings.max_polyphony, allowed=allowed)
   quarters = pred.duration.sample(duration_rng, temperature=settings.duration_temperature,
@@ -73,7 +80,11 @@ def sample_frame(pred, rng: jax.Array, settings: SampleSettings,
   if notes.ndim != 2 or notes.shape[-1] != NUM_NOTES or quarters.shape != notes.shape[:1]:
     raise ValueError(f"a prediction must give notes [batch, {NUM_NOTES}] and durations "
                      f"[batch]; got {notes.shape} and {quarters.shape}")
-  return jnp.concatenate([notes, quarters[:, None]], axis=-1)
+  parts = [notes, quarters[:, None]]
+  if pred.velocity is not None:
+    velocity = pred.velocity.sample(velocity_rng, temperature=settings.velocity_temperature)
+    parts.append(jnp.where(notes.any(axis=-1), velocity, 0.0)[:, None])
+  return jnp.concatenate(parts, axis=-1)
 
 
 def generate(step_fn: StepFn, carry: Any, prime: jax.Array, rng: jax.Array,
@@ -101,9 +112,9 @@ def generate(step_fn: StepFn, carry: Any, prime: jax.Array, rng: jax.Array,
     float32[batch, P + num_frames, 107]: the prime followed by the sampled frames.
   """
   prime = jnp.asarray(prime, jnp.float32)
-  if prime.ndim != 3 or prime.shape[-1] != FRAME_DIM or prime.shape[1] < 1:
+  if prime.ndim != 3 or prime.shape[-1] not in FRAME_WIDTHS or prime.shape[1] < 1:
     raise ValueError(
-        f"prime must be float32[batch, P, {FRAME_DIM}] with P >= 1, got shape "
+        f"prime must be float32[batch, P, 107] (108 with velocity) with P >= 1, got shape "
         f"{prime.shape}")
   step = lambda frame, carry: step_fn(frame, carry, *step_args)
   prime_t = jnp.swapaxes(prime, 0, 1)  # [P, batch, 107]

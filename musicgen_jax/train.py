@@ -119,7 +119,7 @@ def window_loss(cfg: ModelConfig, params, batch: dict, rng, carry, denominator):
     pred, carry = apply_model(cfg, params, inputs, train=True, rng=rng, carry=carry)
     carry = jax.lax.stop_gradient(carry)
   _, sums = losses.loss_and_metrics(pred, targets, mask)
-  return sums["nll"] / jnp.maximum(denominator, 1.0), (sums, carry)
+  return sums["nll_total"] / jnp.maximum(denominator, 1.0), (sums, carry)
 
 
 def train_step(state: TrainState, batch: dict, *, model_cfg: ModelConfig, seed: int,
@@ -269,7 +269,7 @@ class _Meter:
     """Reads the pending metrics; raises NonFiniteError naming the first bad step."""
     first = lambda x: float(np.asarray(x).reshape(-1)[0])  # pmap: every device holds the sum
     for step, metrics in jax.device_get(self.pending):
-      nll, count = first(metrics["nll"]), first(metrics["count"])
+      nll, count = first(metrics["nll_total"]), first(metrics["count"])
       loss = nll / max(count, 1.0)
       if not math.isfinite(loss):
         raise NonFiniteError(f"non-finite training loss ({loss}) at step {step}")
@@ -366,8 +366,11 @@ class _Validation:
     if not math.isfinite(result["nll"]):
       raise NonFiniteError(f"non-finite validation NLL ({result['nll']}) at step {done}")
     self._count(result["nll"])
-    return {"valid_nll": result["nll"], "valid_nll_notes": result["nll_notes"],
-            "valid_note_accuracy": result["note_accuracy"]}
+    record = {"valid_nll": result["nll"], "valid_nll_notes": result["nll_notes"],
+              "valid_note_accuracy": result["note_accuracy"]}
+    if self.run.config.model.velocity_bins:
+      record["valid_nll_velocity"] = result["nll_velocity"]
+    return record
 
   def exhausted(self) -> bool:
     patience = self.run.config.train.patience

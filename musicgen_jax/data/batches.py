@@ -25,7 +25,7 @@ from musicgen_jax import encoding
 def _arrays(pieces: Sequence) -> list[np.ndarray]:
   arrays = [np.asarray(getattr(p, "frames", p)) for p in pieces]
   for a in arrays:
-    if a.ndim != 2 or a.shape[1] != encoding.FRAME_DIM:
+    if a.ndim != 2 or a.shape[1] not in encoding.FRAME_WIDTHS:
       raise ValueError(f"expected frames [T, {encoding.FRAME_DIM}], got {a.shape}")
   return arrays
 
@@ -241,7 +241,7 @@ class StreamBatches:
     lo = self.process_index * self.local_batch_size
     plan = self._locate(int(step))[lo:lo + self.local_batch_size]
     rows, width = plan.shape[0], self.seq_len
-    frames = np.zeros((rows, width + 1, encoding.FRAME_DIM), np.float32)
+    frames = np.zeros((rows, width + 1, self._pieces[0].shape[-1]), np.float32)
     mask = np.zeros((rows, width), np.float32)
     reset = np.ones((rows,), bool)
     for row, (index, window, shift) in enumerate(plan):

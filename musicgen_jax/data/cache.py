@@ -20,7 +20,7 @@ import numpy as np
 from musicgen_jax.data import sources
 
 # Bump when the file layout or the meaning of its contents changes.
-CACHE_FORMAT = 2  # 2: per-piece tempo and time signature
+CACHE_FORMAT = 3  # 2: per-piece tempo and time signature; 3: velocities
 _CODEC_MODULES = ("encoding.py", "midi.py")
 
 
@@ -101,6 +101,8 @@ def write_cache(path: str, key: str, pieces: list[CachedPiece],
       "frame_offsets": frame_offsets,
       "note_offsets": note_offsets,
       "durations": cat([p.piece.durations for p in pieces], np.float32),
+      "velocities": cat([p.piece.velocities for p in pieces
+                         if p.piece.velocities is not None], np.float32),
       "rows": cat([p.piece.rows for p in pieces], np.int32),
       "pitches": cat([p.piece.pitches for p in pieces], np.uint8),
       "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8),
@@ -139,6 +141,7 @@ def read_cache(path: str, key: str) -> CacheContents | None:
       frame_offsets = z["frame_offsets"]
       note_offsets = z["note_offsets"]
       durations = z["durations"]
+      velocities = z["velocities"] if "velocities" in z.files else np.zeros(0, np.float32)
       rows = z["rows"]
       pitches = z["pitches"]
     num_pieces = len(meta["pieces"])
@@ -153,6 +156,8 @@ def read_cache(path: str, key: str) -> CacheContents | None:
       n0, n1 = note_offsets[i], note_offsets[i + 1]
       piece = sources.SparsePiece(rows=rows[n0:n1], pitches=pitches[n0:n1],
                                   durations=durations[f0:f1],
+                                  velocities=(velocities[f0:f1] if velocities.size
+                                              else None),
                                   stats=entry["stats"])
       pieces.append(CachedPiece(entry["name"], entry["signature"],
                                 entry["split"], piece))

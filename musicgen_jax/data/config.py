@@ -57,6 +57,9 @@ class DataConfig(Settings):
   num_workers: int = setting(
       0, "Processes that encode MIDI files: 0 = all cores, 1 = no worker processes.",
       check=non_negative, resume=FREE)
+  velocity_bins: int = setting(
+      0, "Dynamics: frames carry each onset's mean MIDI velocity and models predict it in "
+      "this many classes; 0 = off (the study's 107-dim frame).", check=non_negative)
   max_files: int = setting(
       0, "Use only the first N source files (sorted by name); 0 = all. For quick runs.",
       check=non_negative)
@@ -71,6 +74,9 @@ class DataConfig(Settings):
       raise ValueError(
           f"--valid_fraction + --test_fraction = {self.valid_fraction + self.test_fraction:g} "
           "leaves no training data: lower them so they sum below 1")
+    if self.velocity_bins and self.dataset == "json":
+      raise ValueError("--velocity_bins needs MIDI (--dataset=midi_dir or bach_chorales): "
+                       "the json benchmarks have no dynamics")
     if not self.cache_dir:
       raise ValueError("--cache_dir is empty: set it to a writable folder")
 
@@ -81,4 +87,5 @@ class DataConfig(Settings):
         "steps_per_quarter": self.steps_per_quarter,
         "duration_mode": self.duration_mode,
         "include_drums": self.include_drums,
+        "with_velocity": self.velocity_bins > 0,
     }

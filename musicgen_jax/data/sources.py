@@ -52,12 +52,15 @@ class SparsePiece:
     rows: <int32>[num_notes] frame index of each note onset.
     pitches: <uint8>[num_notes] note index 0..105 (MIDI pitch - 21).
     durations: <float32>[num_frames] frame durations in quarter notes.
+    velocities: <float32>[num_frames] the onsets' mean velocities (frames with
+      dynamics), or None.
     stats: num_notes, num_frames, dropped_out_of_range, dropped_drums.
   """
   rows: np.ndarray
   pitches: np.ndarray
   durations: np.ndarray
   stats: dict
+  velocities: np.ndarray | None = None
 
   @property
   def num_frames(self) -> int:
@@ -65,15 +68,18 @@ class SparsePiece:
 
   @classmethod
   def from_frames(cls, frames: np.ndarray, stats: dict) -> "SparsePiece":
-    """Takes <float32>[T, 107] frames (notes 0/1, duration last)."""
-    if frames.ndim != 2 or frames.shape[1] != encoding.FRAME_DIM:
+    """Takes <float32>[T, 107] frames (notes 0/1, duration; a velocity column last)."""
+    if frames.ndim != 2 or frames.shape[1] not in encoding.FRAME_WIDTHS:
       raise ValueError(f"expected frames [T, {encoding.FRAME_DIM}], got "
                        f"{frames.shape}")
     rows, pitches = np.nonzero(frames[:, :encoding.NUM_NOTES])
+    velocities = None
+    if encoding.has_velocity(frames):
+      velocities = np.ascontiguousarray(frames[:, encoding.VELOCITY_INDEX], dtype=np.float32)
     return cls(rows=rows.astype(np.int32), pitches=pitches.astype(np.uint8),
                durations=np.ascontiguousarray(
                    frames[:, encoding.DURATION_INDEX], dtype=np.float32),
-               stats=stats)
+               stats=stats, velocities=velocities)
 
 
 def _stats_dict(stats) -> dict:
@@ -85,6 +91,8 @@ def _stats_dict(stats) -> dict:
       "dropped_drums": int(stats.dropped_drums),
       "tempo_bpm": float(stats.tempo_bpm),
       "time_signature": str(stats.time_signature),
+      "velocity_min": int(stats.velocity_min),
+      "velocity_max": int(stats.velocity_max),
   }
 
 

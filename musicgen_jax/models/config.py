@@ -45,6 +45,9 @@ class ModelConfig(Settings):
   # Copied from the data config by RunConfig (the frame's grid); never a flag of its own.
   steps_per_quarter: int = setting(12, "Duration grid of the frames (from --steps_per_quarter).",
                                    check=positive, flag=False)
+  # From the data config too: frames carry velocity, predicted in this many classes (0 = off).
+  velocity_bins: int = setting(0, "Velocity classes (from --velocity_bins).",
+                               check=non_negative, flag=False)
   # The MIDI pitches the model was trained on (the training data's range, widened by any
   # transposition); set when training starts, 0 = not recorded. Sampling keeps to them.
   pitch_low: int = setting(0, "Lowest trained pitch.", check=non_negative, flag=False)

@@ -203,16 +203,51 @@ class LogNormalDuration:
     return jnp.asarray(quarters_of_class(spq, self.max_steps))[steps - 1]
 
 
+def velocity_bin(velocity, bins: int, *, xp=jnp):
+  """MIDI velocity 1..127 -> class 0..bins-1 (equal-width bins over 1..127)."""
+  v = xp.clip(xp.asarray(velocity, xp.float32), 1.0, 127.0)
+  return xp.clip(xp.floor((v - 1.0) * bins / 127.0), 0, bins - 1).astype(xp.int32)
+
+
+def velocity_of_bin(k, bins: int, *, xp=jnp):
+  """Class -> the MIDI velocity at its centre (a whole number in 1..127)."""
+  return xp.clip(xp.floor(1.0 + (xp.asarray(k, xp.float32) + 0.5) * 127.0 / bins + 0.5), 1, 127)
+
+
+@flax.struct.dataclass
+class CategoricalVelocity:
+  """The onset's mean MIDI velocity in `logits.shape[-1]` equal-width classes.
+
+  logits: float32[..., velocity_bins]. A frame without notes has no velocity: its
+  target is 0 and it costs nothing.
+  """
+
+  logits: jax.Array
+
+  def nll(self, velocity: jax.Array) -> jax.Array:
+    """float32[...]: -log p(class of velocity) where velocity > 0, else 0."""
+    classes = velocity_bin(velocity, self.logits.shape[-1])
+    log_probs = jax.nn.log_softmax(self.logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, classes[..., None], axis=-1)[..., 0]
+    return jnp.where(jnp.asarray(velocity) > 0, nll, 0.0)
+
+  def sample(self, rng: jax.Array, *, temperature: float) -> jax.Array:
+    """float32[batch]: a class from softmax(logits / temperature), as its centre velocity."""
+    k = jax.random.categorical(rng, self.logits / temperature, axis=-1)
+    return velocity_of_bin(k, self.logits.shape[-1]).astype(jnp.float32)
+
+
 @flax.struct.dataclass
 class FrameDistribution:
   """A model's distribution over the next frame (one per leading index).
 
   notes: IndependentNotes or NadeNotes. duration: CategoricalDuration or
-  LogNormalDuration.
+  LogNormalDuration. velocity: CategoricalVelocity for frames with dynamics, else None.
   """
 
   notes: IndependentNotes | NadeNotes
   duration: CategoricalDuration | LogNormalDuration
+  velocity: CategoricalVelocity | None = None
 
 
 Prediction = FrameDistribution

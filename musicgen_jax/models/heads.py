@@ -9,10 +9,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES
+from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES, VELOCITY_INDEX
 from musicgen_jax.models.config import ModelConfig
-from musicgen_jax.models.distributions import (CategoricalDuration, FrameDistribution,
-                                               IndependentNotes, LogNormalDuration, NadeNotes)
+from musicgen_jax.models.distributions import (CategoricalDuration, CategoricalVelocity,
+                                               FrameDistribution, IndependentNotes,
+                                               LogNormalDuration, NadeNotes)
 
 REGRESSION_OUTPUTS = 2  # mean and log standard deviation of log(duration)
 LOG_STD_BOUND = 5.0  # the regression head's log-std is softly bounded to (-5, 5)
@@ -30,10 +31,16 @@ def compute_dtype(cfg: ModelConfig) -> jnp.dtype:
   return _DTYPES[cfg.dtype]
 
 
-def check_frames(frames: jax.Array, ndim: int = 3) -> None:
-  """Raises unless frames are float[batch, (time,) 107]."""
-  shape = "[batch, time, 107]" if ndim == 3 else "[batch, 107]"
-  if frames.ndim != ndim or frames.shape[-1] != FRAME_DIM:
+def frame_width(cfg: ModelConfig) -> int:
+  """107, or 108 for a model of frames with dynamics (velocity_bins > 0)."""
+  return FRAME_DIM + (cfg.velocity_bins > 0)
+
+
+def check_frames(frames: jax.Array, cfg: ModelConfig, ndim: int = 3) -> None:
+  """Raises unless frames are float[batch, (time,) 107] (108 with velocity)."""
+  width = frame_width(cfg)
+  shape = f"[batch, time, {width}]" if ndim == 3 else f"[batch, {width}]"
+  if frames.ndim != ndim or frames.shape[-1] != width:
     raise ValueError(f"frames must be {shape}, got shape {frames.shape}")
 
 
@@ -50,17 +57,19 @@ def duration_feature(duration: jax.Array) -> jax.Array:
 
 
 def input_features(frames: jax.Array) -> jax.Array:
-  """Maps raw frames float32[..., 107] to the features every model reads.
+  """Maps raw frames float32[..., 107] (or 108, with velocity) to the features models read.
 
   Returns:
-    float32[..., 107]: the 106 note indicators unchanged, then `duration_feature`.
+    float32[..., 107]: the 106 note indicators unchanged, then `duration_feature`; with
+    velocity one more, the velocity / 127.
   """
-  if frames.shape[-1] != FRAME_DIM:
+  if frames.shape[-1] not in (FRAME_DIM, FRAME_DIM + 1):
     raise ValueError(f"frames must end in {FRAME_DIM} features, got shape {frames.shape}")
   frames = frames.astype(jnp.float32)
-  notes = frames[..., :NUM_NOTES]
-  duration = duration_feature(frames[..., DURATION_INDEX])
-  return jnp.concatenate([notes, duration[..., None]], axis=-1)
+  parts = [frames[..., :NUM_NOTES], duration_feature(frames[..., DURATION_INDEX])[..., None]]
+  if frames.shape[-1] > FRAME_DIM:
+    parts.append(frames[..., VELOCITY_INDEX:VELOCITY_INDEX + 1] / 127.0)
+  return jnp.concatenate(parts, axis=-1)
 
 
 class FrameHead(nn.Module):
@@ -103,4 +112,7 @@ class FrameHead(nn.Module):
       duration = LogNormalDuration(mean_log_std=jnp.stack([raw[..., 0], log_std], axis=-1),
                                    steps_per_quarter=cfg.steps_per_quarter,
                                    max_steps=cfg.max_duration_steps)
-    return FrameDistribution(notes=notes, duration=duration)
+    velocity = None
+    if cfg.velocity_bins:
+      velocity = CategoricalVelocity(dense(cfg.velocity_bins, "velocity").astype(jnp.float32))
+    return FrameDistribution(notes=notes, duration=duration, velocity=velocity)

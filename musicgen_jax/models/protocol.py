@@ -63,9 +63,9 @@ class FrameWindow:
   length: jax.Array
 
 
-def empty_window(capacity: int, batch_size: int) -> FrameWindow:
-  """A window with no valid frames yet."""
-  return FrameWindow(frames=jnp.zeros((batch_size, capacity, FRAME_DIM), jnp.float32),
+def empty_window(capacity: int, batch_size: int, width: int = FRAME_DIM) -> FrameWindow:
+  """A window with no valid frames yet (of `width` features: 107, or 108 with velocity)."""
+  return FrameWindow(frames=jnp.zeros((batch_size, capacity, width), jnp.float32),
                      length=jnp.zeros((), jnp.int32))
 
 

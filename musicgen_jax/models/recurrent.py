@@ -13,7 +13,8 @@ import jax.numpy as jnp
 
 from musicgen_jax.models.config import ModelConfig
 from musicgen_jax.models.distributions import FrameDistribution
-from musicgen_jax.models.heads import FrameHead, check_frames, compute_dtype, input_features
+from musicgen_jax.models.heads import (FrameHead, check_frames, compute_dtype, frame_width,
+                                      input_features)
 from musicgen_jax.models.protocol import STATE, WINDOW, Context, FrameWindow, empty_window
 from musicgen_jax.models.protocol import push_frame
 
@@ -150,7 +151,7 @@ class CausalRecurrent(nn.Module):
       FrameDistribution with fields [batch, time, ...]; with return_carry, (it, carry).
     """
     del lengths
-    check_frames(frames)
+    check_frames(frames, self.cfg)
     if carry is None:
       carry = self.init_carry(self.cfg, frames.shape[0])
     x, carry = self.hidden(frames, carry, train)
@@ -216,7 +217,7 @@ class BidirectionalLSTM(nn.Module):
 
   @staticmethod
   def init_carry(cfg: ModelConfig, batch_size: int) -> FrameWindow:
-    return empty_window(cfg.seq_len, batch_size)
+    return empty_window(cfg.seq_len, batch_size, frame_width(cfg))
 
   def summary(self, frames: jax.Array, lengths: jax.Array | None,
               train: bool = False) -> jax.Array:
@@ -250,7 +251,7 @@ class BidirectionalLSTM(nn.Module):
     Returns:
       FrameDistribution with fields [batch, 1, ...]: the frame after the valid frames.
     """
-    check_frames(frames)
+    check_frames(frames, self.cfg)
     return self.heads(self.summary(frames, lengths, train)[:, None, :])
 
   def decode(self, frame: jax.Array, window: FrameWindow) -> tuple[FrameDistribution, Any]:

@@ -12,10 +12,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from musicgen_jax.encoding import FRAME_DIM
 from musicgen_jax.models.config import MODELS, ModelConfig
 from musicgen_jax.models.distributions import FrameDistribution
-from musicgen_jax.models.heads import check_frames
+from musicgen_jax.models.heads import check_frames, frame_width
 from musicgen_jax.models.protocol import Context
 from musicgen_jax.models.recurrent import LSTM, BidirectionalLSTM, ElmanRNN
 from musicgen_jax.models.transformer import Transformer
@@ -78,7 +77,7 @@ def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
 def _init_fn(cfg: ModelConfig):
   """One compiled initialiser per config, shared by every caller in the process."""
   model = build_model(cfg)
-  frames = np.zeros((1, 2, FRAME_DIM), np.float32)  # numpy: nothing traced is captured
+  frames = np.zeros((1, 2, frame_width(cfg)), np.float32)  # numpy: nothing traced is captured
   return jax.jit(lambda key: model.init({"params": key}, frames))
 
 
@@ -102,7 +101,7 @@ def apply_model(cfg: ModelConfig, params: Params, frames: jax.Array, *, train: b
     frame t + 1; otherwise [batch, 1, ...], the frame after the window); with `carry`,
     (FrameDistribution, carry).
   """
-  check_frames(frames)
+  check_frames(frames, cfg)
   rngs = {}
   if train and cfg.dropout > 0:
     if rng is None:
@@ -129,7 +128,7 @@ def decode_step(cfg: ModelConfig, params: Params, frame: jax.Array,
   Returns:
     FrameDistribution with fields [batch, ...] and the new carry (same shapes).
   """
-  check_frames(frame, ndim=2)
+  check_frames(frame, cfg, ndim=2)
   model = build_model(cfg)
   return model.apply({"params": params}, frame, carry, method=model.decode)
 

@@ -300,7 +300,7 @@ class Transformer(nn.Module):
       FrameDistribution with fields [batch, time, ...].
     """
     del lengths
-    check_frames(frames)
+    check_frames(frames, self.cfg)
     x = self.embed(input_features(frames).astype(compute_dtype(self.cfg)))
     x = self.embed_dropout(x, deterministic=not train)
     for block in self.blocks:
