@@ -56,14 +56,18 @@ def _quiet_unraisable(unraisable) -> None:
   logging.debug("ignored in %r: %s", unraisable.object, unraisable.exc_value)
 
 
-def call(main: Callable[[flags.FlagValues], None], flag_values: flags.FlagValues,
-         argv: list[str]) -> None:
-  """Runs `main` with parsed flags, turning its errors into one line each."""
+def call(main: Callable[..., None], flag_values: flags.FlagValues, argv: list[str],
+         positional: bool = False) -> None:
+  """Runs `main(flag_values)` (`main(flag_values, args)` for a program with positional
+  arguments) with parsed flags, turning its errors into one line each."""
   sys.unraisablehook = _quiet_unraisable
-  if len(argv) > 1:
+  if len(argv) > 1 and not positional:
     fail(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value", 2)
   try:
-    main(flag_values)
+    if positional:
+      main(flag_values, argv[1:])
+    else:
+      main(flag_values)
   except KeyboardInterrupt:
     fail("interrupted", INTERRUPTED_STATUS)
   except Interrupted as e:
@@ -75,12 +79,11 @@ def call(main: Callable[[flags.FlagValues], None], flag_values: flags.FlagValues
     fail(one_line(e))
 
 
-def run(main: Callable[[flags.FlagValues], None],
-        define_flags: Callable[[flags.FlagValues], None],
-        flag_values: flags.FlagValues = flags.FLAGS) -> None:
+def run(main: Callable[..., None], define_flags: Callable[[flags.FlagValues], None],
+        flag_values: flags.FlagValues = flags.FLAGS, positional: bool = False) -> None:
   """Defines the program's flags (listed by --help), parses them and calls main."""
   before = set(flag_values)
   define_flags(flag_values)
   for name in sorted(set(flag_values) - before):
     flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
-  app.run(lambda argv: call(main, flag_values, argv))
+  app.run(lambda argv: call(main, flag_values, argv, positional))

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from musicgen_jax import audio as audio_lib
 from musicgen_jax import models, plotting, sampling
 from musicgen_jax import workdir as workdir_lib
 from musicgen_jax.config import RunConfig
@@ -39,7 +40,9 @@ from musicgen_jax.settings import Settings, in_range, non_negative, positive, se
 HELD_OUT_SPLITS = ("valid", "test")
 DEFAULT_PRIME_SPLIT = "test"
 SAMPLE_STEM = "sample_{:03d}"
-OUTPUT_PATTERNS = ("sample_*.mid", "sample_*.json", "sample_*.png")
+OUTPUT_PATTERNS = ("sample_*.mid", "sample_*.json", "sample_*.png", "sample_*.ogg",
+                   "sample_*.wav", "sample_*.flac")
+AUDIO_CHOICES = ("ogg", "wav", "flac", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +72,11 @@ class GenerateConfig(Settings):
                        "installed.")
   all_pitches: bool = setting(False, "Sample any pitch 21..126; by default only the range "
                               "the model was trained on (saved with it) can sound.")
+  audio: str | None = setting(None, "Audio beside each MIDI file: ogg, wav, flac or none "
+                              "(default: ogg when the audio extra is installed).",
+                              choices=AUDIO_CHOICES)
+  soundfont: str | None = setting(None, "SoundFont (.sf2/.sf3) for the audio (default: an "
+                                  "installed General MIDI one).")
 
   def __post_init__(self):
     super().__post_init__()
@@ -98,7 +106,8 @@ class SampleResult:
   """What `sample_workdir` wrote and measured.
 
   frames: float32[num_samples, prime_frames + num_frames, 107], the prime first.
-  midi_paths, json_paths: one per sample; png_paths: one per sample, or empty.
+  midi_paths, json_paths: one per sample; png_paths, audio_paths: one per sample, or
+    empty (no matplotlib / no audio).
   record: the settings and measurements shared by every sample's JSON.
   """
 
@@ -107,6 +116,7 @@ class SampleResult:
   json_paths: list[str]
   png_paths: list[str]
   record: dict
+  audio_paths: list[str] = dataclasses.field(default_factory=list)
 
 
 def check_prime_fits(model_cfg: ModelConfig, prime_frames: int) -> None:
@@ -234,7 +244,7 @@ def _record(run_dir: str, config: RunConfig, step: int, settings, job, prime: Pr
       "duration_mode": config.data.duration_mode,
       **dataclasses.asdict(settings), **{k: v for k, v in dataclasses.asdict(job).items()
                                          if k not in ("step", "prime_midi", "plot",
-                                                      "tempo_bpm")},
+                                                      "tempo_bpm", "soundfont")},
       "prime": prime.source, "tempo_bpm": tempo_of(job, prime),
       "time_signature": prime.time_signature, **timing,
       "device": f"{device.platform}:{device.device_kind}", "jax_version": jax.__version__,
@@ -255,37 +265,58 @@ def allowed_pitches(model_cfg: ModelConfig, job: GenerateConfig) -> np.ndarray |
   return allowed
 
 
+def audio_format(job: GenerateConfig) -> str | None:
+  """The audio extension to write ('ogg', ...), or None; checked before any work."""
+  if job.audio == "none" or (job.audio is None and not audio_lib.available()):
+    if job.audio is None:
+      logging.info("the audio extra is not installed; writing no audio (%s)",
+                   audio_lib.INSTALL_HINT)
+    return None
+  if not audio_lib.available():
+    raise audio_lib.AudioError(f"--audio={job.audio} needs {audio_lib.INSTALL_HINT}")
+  audio_lib.find_soundfont(job.soundfont)  # fails now, not after sampling
+  return job.audio or "ogg"
+
+
+def _write_one(sample: np.ndarray, stem: str, record: dict, config: RunConfig,
+               job: GenerateConfig, draw: bool, audio: str | None) -> dict:
+  """sample_NNN.mid (+ .png, + audio) and its JSON; returns the JSON record."""
+  spq = config.data.steps_per_quarter
+  frames_to_midi(sample, tempo_bpm=record["tempo_bpm"], velocity=job.velocity,
+                 steps_per_quarter=spq, time_signature=record["time_signature"]
+                 ).save(stem + ".mid")
+  name = os.path.basename(stem)
+  if draw:
+    title = (f"{config.model.model} step {record['checkpoint_step']}, {name}: "
+             f"T={record['temperature']:g}, seed {job.seed}, prime {job.prime_frames} frames")
+    plotting.piano_roll(sample, stem + ".png", title=title, prime_frames=job.prime_frames,
+                        steps_per_quarter=spq)
+  if audio:
+    audio_lib.render_midi(stem + ".mid", f"{stem}.{audio}", soundfont=job.soundfont)
+  return dict(record, midi=name + ".mid", png=name + ".png" if draw else None,
+              audio=f"{name}.{audio}" if audio else None,
+              num_notes=int(sample[:, :NUM_NOTES].sum()),
+              length_quarters=float(sample[:, DURATION_INDEX].sum()))
+
+
 def write_samples(frames: np.ndarray, out_dir: str, record: dict, config: RunConfig,
-                  job: GenerateConfig) -> SampleResult:
-  """O/sample_NNN.mid, .json and (when matplotlib is installed) .png for each sample."""
-  data = config.data
+                  job: GenerateConfig, audio: str | None = None) -> SampleResult:
+  """O/sample_NNN.mid, .json, and (when their extras are installed) .png and audio."""
   draw = job.plot and plotting.available()
   if job.plot and not draw:
     logging.info("matplotlib is not installed; skipping piano-roll PNGs (pip install "
                  "musicgen-jax[plot])")
-  midi_paths, json_paths, png_paths = [], [], []
-  for i, sample in enumerate(frames):
-    stem = os.path.join(out_dir, SAMPLE_STEM.format(i))
-    frames_to_midi(sample, tempo_bpm=record["tempo_bpm"], velocity=job.velocity,
-                   steps_per_quarter=data.steps_per_quarter,
-                   time_signature=record["time_signature"]).save(stem + ".mid")
-    midi_paths.append(stem + ".mid")
-    if draw:
-      title = (f"{config.model.model} step {record['checkpoint_step']}, sample {i}: "
-               f"T={record['temperature']:g}, seed {job.seed}, prime {job.prime_frames} frames")
-      plotting.piano_roll(sample, stem + ".png", title=title, prime_frames=job.prime_frames,
-                          steps_per_quarter=data.steps_per_quarter)
-      png_paths.append(stem + ".png")
-    sample_record = dict(record, sample_index=i, midi=os.path.basename(stem) + ".mid",
-                         png=os.path.basename(stem) + ".png" if draw else None,
-                         num_notes=int(sample[:, :NUM_NOTES].sum()),
-                         length_quarters=float(sample[:, DURATION_INDEX].sum()))
+  stems = [os.path.join(out_dir, SAMPLE_STEM.format(i)) for i in range(len(frames))]
+  for i, (sample, stem) in enumerate(zip(frames, stems)):
+    sample_record = dict(_write_one(sample, stem, record, config, job, draw, audio),
+                         sample_index=i)
     with open(stem + ".json", "w") as f:
       json.dump(sample_record, f, indent=2)
       f.write("\n")
-    json_paths.append(stem + ".json")
-  return SampleResult(frames=frames, midi_paths=midi_paths, json_paths=json_paths,
-                      png_paths=png_paths, record=record)
+  return SampleResult(frames=frames, midi_paths=[s + ".mid" for s in stems],
+                      json_paths=[s + ".json" for s in stems],
+                      png_paths=[s + ".png" for s in stems] if draw else [], record=record,
+                      audio_paths=[f"{s}.{audio}" for s in stems] if audio else [])
 
 
 def split_options(options: dict) -> tuple[sampling.SampleSettings, GenerateConfig]:
@@ -320,6 +351,7 @@ def sample_workdir(run_dir: str, out_dir: str, *, dataset: Any = None, overwrite
   config = workdir_lib.load_config(run_dir)
   workdir_lib.check_step(run_dir, job.step)
   check_prime_fits(config.model, job.prime_frames)
+  audio = audio_format(job)
   prepare_out_dir(out_dir, overwrite)
   prime = load_prime(config, job, dataset)
   run = workdir_lib.load_run(run_dir, job.step)
@@ -331,6 +363,6 @@ def sample_workdir(run_dir: str, out_dir: str, *, dataset: Any = None, overwrite
                job.num_samples, settings.num_frames, timing["frames_per_s"],
                timing["sample_seconds"], timing["compile_seconds"])
   record = _record(run_dir, config, run.step, settings, job, prime, timing)
-  result = write_samples(frames, out_dir, record, config, job)
+  result = write_samples(frames, out_dir, record, config, job, audio)
   logging.info("wrote %d samples to %s", job.num_samples, out_dir)
   return result

@@ -61,6 +61,10 @@ def _summary_lines(summary: dict, settings: dict) -> list[str]:
       f"{counts}pieces: {summary['num_pieces']}, skipped: {summary['num_skipped']}; notes "
       f"dropped: {summary['dropped_out_of_range']} out of pitch range 21..126, "
       f"{summary['dropped_drums']} drums")
+  if "constant_velocity_files" in summary:
+    constant = summary["constant_velocity_files"]
+    lines.append(f"dynamics: {len(constant)} of {summary['num_pieces']} pieces play every note "
+                 "at one velocity" + (f" (e.g. {', '.join(constant[:3])})" if constant else ""))
   return lines
 
 

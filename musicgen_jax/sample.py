@@ -42,6 +42,7 @@ def main(flag_values: flags.FlagValues) -> None:
       **dataclasses.asdict(settings), **dataclasses.asdict(job))
   print(json.dumps({"out_dir": os.path.abspath(flag_values.out_dir),
                     "midi": [os.path.basename(p) for p in result.midi_paths],
+                    "audio": [os.path.basename(p) for p in result.audio_paths],
                     "checkpoint_step": result.record["checkpoint_step"],
                     "frames_per_s": result.record["frames_per_s"]}))
 

@@ -184,7 +184,7 @@ def test_resuming_below_the_checkpoint_says_nothing_is_trained(trained, midi_dir
 def test_sampling_into_a_folder_with_samples_needs_overwrite(trained, midi_dir, tmp_path):
   _, workdir = trained
   prime = str(next(midi_dir.iterdir()))
-  common = dict(num_frames=6, prime_midi=prime, prime_frames=4, plot=False)
+  common = dict(num_frames=6, prime_midi=prime, prime_frames=4, plot=False, audio="none")
   generate.sample_workdir(str(workdir), str(tmp_path), num_samples=4, **common)
   with pytest.raises(ValueError, match="--overwrite"):
     generate.sample_workdir(str(workdir), str(tmp_path), num_samples=2, **common)

@@ -50,6 +50,24 @@ def test_log_likelihood_equals_the_product_of_106_conditionals():
   np.testing.assert_allclose(-np.asarray(nll.sum(-1)), loop_log_prob(nade, notes), rtol=1e-5)
 
 
+def test_the_per_segment_pass_equals_the_per_pitch_pass():
+  nade = random_nade(7, batch=6)
+  rng = np.random.default_rng(8)
+  notes = (rng.random((6, NUM_NOTES)) < 0.08).astype(np.float32)
+  notes[0] = 0.0
+  notes[1, -1] = notes[1, 0] = 1.0
+  assert notes.sum(-1).max() < 16
+  np.testing.assert_allclose(nade._by_segments(jnp.asarray(notes)),
+                             nade._by_pitch(jnp.asarray(notes)), rtol=1e-5, atol=1e-5)
+  dense = notes.copy()
+  dense[2, ::3] = 1.0  # 36 notes: more than the segments, so the per-pitch pass is taken
+  np.testing.assert_allclose(nade.conditional_logits(jnp.asarray(dense)),
+                             nade._by_pitch(jnp.asarray(dense)), rtol=1e-6)
+  logits = nade.conditional_logits(jnp.asarray(dense))
+  nll = -(dense * jax.nn.log_sigmoid(logits) + (1 - dense) * jax.nn.log_sigmoid(-logits))
+  np.testing.assert_allclose(-np.asarray(nll.sum(-1)), loop_log_prob(nade, dense), rtol=1e-5)
+
+
 def test_loss_of_a_nade_model_is_minus_its_log_likelihood():
   cfg = ModelConfig(model="lstm", hidden_size=8, num_layers=1, note_head="nade",
                     nade_hidden=HIDDEN, max_duration_steps=24)

@@ -381,6 +381,10 @@ def _summary(cfg: DataConfig, info: dict, entries: list, skipped: list,
   })
   summary.update({k: sum(int(e.piece.stats.get(k, 0)) for e in entries)
                   for k in ("dropped_out_of_range", "dropped_drums")})
+  if cfg.velocity_bins:  # files played at one velocity carry no dynamics to learn
+    summary["constant_velocity_files"] = sorted(
+        e.name for e in entries
+        if e.piece.stats.get("velocity_min") == e.piece.stats.get("velocity_max"))
   return summary
 
 

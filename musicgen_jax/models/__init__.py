@@ -7,9 +7,9 @@
 """
 
 from musicgen_jax.models.config import DURATION_HEADS, MODELS, NOTE_HEADS, ModelConfig
-from musicgen_jax.models.distributions import (CategoricalDuration, FrameDistribution,
-                                               IndependentNotes, LogNormalDuration, NadeNotes,
-                                               Prediction)
+from musicgen_jax.models.distributions import (CategoricalDuration, CategoricalVelocity,
+                                               FrameDistribution, IndependentNotes,
+                                               LogNormalDuration, NadeNotes, Prediction)
 from musicgen_jax.models.protocol import FIELD, STATE, WINDOW, Context, FrameWindow
 from musicgen_jax.models.registry import (apply_model, build_model, carries_state,
                                           check_config, context, decode_step,
@@ -19,7 +19,7 @@ from musicgen_jax.models.transformer import KVCache
 
 __all__ = [
     "DURATION_HEADS", "FIELD", "MODELS", "NOTE_HEADS", "STATE", "WINDOW",
-    "CategoricalDuration", "Context", "FrameDistribution", "FrameWindow", "IndependentNotes",
+    "CategoricalDuration", "CategoricalVelocity", "Context", "FrameDistribution", "FrameWindow", "IndependentNotes",
     "KVCache", "LogNormalDuration", "ModelConfig", "NadeNotes", "Prediction", "apply_model",
     "build_model", "carries_state", "check_config", "context", "decode_step",
     "default_train_window", "init_carry",

@@ -26,6 +26,9 @@ import numpy as np
 from musicgen_jax.encoding import NUM_NOTES, duration_classes, quarters_of_class
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+# Hidden states the NADE likelihood computes per frame (notes + 1) before it falls back to
+# one per pitch; real frames have at most ~10 onsets (piano) or 4 (chorales).
+NADE_SEGMENTS = 16
 
 
 def _allowed_or_all(allowed: jax.Array | None) -> jax.Array:
@@ -84,14 +87,36 @@ class NadeNotes:
   def conditional_logits(self, notes: jax.Array) -> jax.Array:
     """float32[..., 106]: logit of pitch i given the true pitches below it, all at once.
 
-    The weight-sharing trick: the hidden pre-activation of every pitch is an exclusive
-    cumulative sum over the pitch axis, so the exact likelihood costs one pass.
+    The weight-sharing trick: the hidden pre-activation of pitch i adds up the input
+    weights of the sounding pitches below it, so the exact likelihood costs one pass.
+    That sum only changes after a sounding pitch, so a frame of k notes has k + 1
+    distinct hidden states: they are computed once each (`_by_segments`), which costs
+    (k + 1) / 106 of doing it per pitch. Batches with a frame of SEGMENTS or more notes
+    take the per-pitch pass (`_by_pitch`); both are exact.
     """
     notes = notes.astype(jnp.float32)
+    fits = jnp.max(jnp.sum(notes, axis=-1), initial=0.0) < NADE_SEGMENTS
+    return jax.lax.cond(fits, self._by_segments, self._by_pitch, notes)
+
+  def _by_pitch(self, notes: jax.Array) -> jax.Array:
     contributions = notes[..., :, None] * self.w_in  # [..., 106, H]
     below = jnp.cumsum(contributions, axis=-2) - contributions  # pitches j < i
     hidden = jax.nn.sigmoid(self.hidden_bias[..., None, :] + below)
     return self.visible_bias + jnp.einsum("...ih,hi->...i", hidden, self.w_out)
+
+  def _by_segments(self, notes: jax.Array) -> jax.Array:
+    """Exact for frames of fewer than NADE_SEGMENTS notes."""
+    most = NADE_SEGMENTS - 1
+    # The sounding pitches in ascending order (argsort is stable), then padding.
+    order = jnp.argsort(1.0 - notes, axis=-1, stable=True)[..., :most]
+    sounding = jnp.take_along_axis(notes, order, axis=-1)
+    rows = self.w_in[order] * sounding[..., None]  # [..., most, H]
+    starts = jnp.concatenate([jnp.zeros_like(rows[..., :1, :]), jnp.cumsum(rows, axis=-2)],
+                             axis=-2)  # segment s: the first s sounding pitches added
+    outputs = jax.nn.sigmoid(self.hidden_bias[..., None, :] + starts) @ self.w_out
+    segment = (jnp.cumsum(notes, axis=-1) - notes).astype(jnp.int32)  # notes below pitch i
+    chosen = jnp.take_along_axis(outputs, segment[..., None, :], axis=-2)[..., 0, :]
+    return self.visible_bias + chosen
 
   def sample(self, rng: jax.Array, *, temperature: float, max_polyphony: int = 0,
              allowed: jax.Array | None = None) -> jax.Array:
