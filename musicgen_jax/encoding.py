@@ -175,8 +175,10 @@ def _quantise(ticks: np.ndarray, ticks_per_beat: int, steps_per_quarter: int) ->
 
 def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mode: str = "ioi",
                 include_drums: bool = False, with_velocity: bool = False,
-                name: str | None = None) -> tuple[np.ndarray, EncodeStats]:
+                name: str | None = None, reader: str = "auto") -> tuple[np.ndarray, EncodeStats]:
   """Like `midi_to_frames`, and also says what was kept and dropped.
+
+  `reader` picks the MIDI parser (see `midi.read_notes`): 'auto', 'mido' or 'symusic'.
 
   Returns:
     (frames float32[T, 107] ([T, 108] with_velocity), EncodeStats).
@@ -184,7 +186,8 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
     MidiError: the file is unreadable or invalid; the message names it.
   """
   _check_settings(steps_per_quarter, duration_mode)
-  notes, dropped_drums = midi_lib.read_notes(source, include_drums=include_drums, name=name)
+  notes, dropped_drums = midi_lib.read_notes(source, include_drums=include_drums, name=name,
+                                             reader=reader)
   in_range = (notes.pitches >= LOWEST_PITCH) & (notes.pitches <= HIGHEST_PITCH)
   onset_steps = _quantise(notes.onsets[in_range], notes.ticks_per_beat, steps_per_quarter)
   end_steps = _quantise(notes.ends[in_range], notes.ticks_per_beat, steps_per_quarter)
@@ -214,7 +217,7 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
 
 def midi_to_frames(source: MidiSource, *, steps_per_quarter: int = 12,
                    duration_mode: str = "ioi", include_drums: bool = False,
-                   with_velocity: bool = False) -> np.ndarray:
+                   with_velocity: bool = False, reader: str = "auto") -> np.ndarray:
   """Encodes a MIDI file (a path, bytes or a mido.MidiFile) as frames.
 
   Returns:
@@ -226,7 +229,7 @@ def midi_to_frames(source: MidiSource, *, steps_per_quarter: int = 12,
   """
   frames, _ = encode_midi(source, steps_per_quarter=steps_per_quarter,
                           duration_mode=duration_mode, include_drums=include_drums,
-                          with_velocity=with_velocity)
+                          with_velocity=with_velocity, reader=reader)
   return frames
 
 

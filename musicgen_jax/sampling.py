@@ -32,6 +32,7 @@ from musicgen_jax.encoding import FRAME_WIDTHS, NUM_NOTES
 from musicgen_jax.settings import Settings, non_negative, positive, setting
 
 StepFn = Callable[..., tuple[Any, Any]]
+NOISE_BLOCK = 128  # frames whose randomness is drawn together, ahead of the loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +61,7 @@ def sample_frame(pred, rng: jax.Array, settings: SampleSettings,
 
   Args:
     pred: a FrameDistribution with fields [batch, ...].
-    rng: a PRNG key; split once here for the notes and the duration.
+    rng: a PRNG key; split once here for the notes and the duration (and velocity).
     settings: the `SampleSettings`.
     allowed: optional bool[106]: pitches that may sound (others never do).
 
@@ -69,20 +70,22 @@ def sample_frame(pred, rng: jax.Array, settings: SampleSettings,
     positive multiple of 1 / steps_per_quarter) at index 106 (`DURATION_INDEX`); with a
     velocity head [batch, 108], the velocity last (0 where no note sounds).
   """
-  if pred.velocity is not None:
-    note_rng, duration_rng, velocity_rng = jax.random.split(rng, 3)
-  else:  # two keys, as before dynamics existed: the same seed draws the same music
-    note_rng, duration_rng = jax.random.split(rng)
-  notes = pred.notes.sample(note_rng, temperature=settings.temperature,
-                            max_polyphony=settings.max_polyphony, allowed=allowed)
-  quarters = pred.duration.sample(duration_rng, temperature=settings.duration_temperature,
-                                  top_p=settings.top_p)
+  return draw_frame(pred, pred.noise(rng), settings, allowed)
+
+
+def draw_frame(pred, noise: dict, settings: SampleSettings,
+               allowed: jax.Array | None = None) -> jax.Array:
+  """`sample_frame` with its randomness given (`pred.noise(rng)`, drawn ahead)."""
+  notes = pred.notes.draw(noise["notes"], temperature=settings.temperature,
+                          max_polyphony=settings.max_polyphony, allowed=allowed)
+  quarters = pred.duration.draw(noise["duration"], temperature=settings.duration_temperature,
+                                top_p=settings.top_p)
   if notes.ndim != 2 or notes.shape[-1] != NUM_NOTES or quarters.shape != notes.shape[:1]:
     raise ValueError(f"a prediction must give notes [batch, {NUM_NOTES}] and durations "
                      f"[batch]; got {notes.shape} and {quarters.shape}")
   parts = [notes, quarters[:, None]]
   if pred.velocity is not None:
-    velocity = pred.velocity.sample(velocity_rng, temperature=settings.velocity_temperature)
+    velocity = pred.velocity.draw(noise["velocity"], temperature=settings.velocity_temperature)
     parts.append(jnp.where(notes.any(axis=-1), velocity, 0.0)[:, None])
   return jnp.concatenate(parts, axis=-1)
 
@@ -92,11 +95,12 @@ def generate(step_fn: StepFn, carry: Any, prime: jax.Array, rng: jax.Array,
              ) -> jax.Array:
   """Primes the model with `prime`, then samples `settings.num_frames` frames.
 
-  The first P - 1 prime frames are fed with one `lax.scan`; then one `lax.scan` of
-  length num_frames feeds the previous frame (the last prime frame first, then each
-  sampled frame), gets the prediction and samples the next frame. So step_fn runs
-  P + num_frames - 1 times and only the output grows with the length. Traceable: call
-  it inside `jax.jit` with `settings` (and `step_fn`) static, or use `make_sampler`.
+  The first P - 1 prime frames are fed with one `lax.scan`; then a `lax.scan` over the
+  num_frames frames (in blocks whose randomness is drawn ahead) feeds the previous frame
+  (the last prime frame first, then each sampled frame), gets the prediction and samples
+  the next frame. So step_fn runs P + num_frames - 1 times and only the output grows with
+  the length. Traceable: call it inside `jax.jit` with `settings` (and `step_fn`) static,
+  or use `make_sampler`.
 
   Args:
     step_fn: `step_fn(frame float32[batch, 107], carry, *step_args) -> (prediction,
@@ -126,15 +130,39 @@ def generate(step_fn: StepFn, carry: Any, prime: jax.Array, rng: jax.Array,
   if prime_t.shape[0] > 1:
     carry, _ = jax.lax.scan(consume, carry, prime_t[:-1])
 
-  def body(state, index):
+  return jnp.concatenate([prime, _sample_after(step, carry, prime_t[-1], rng, settings,
+                                               allowed)], axis=1)
+
+
+def _sample_after(step, carry, frame, rng, settings: SampleSettings, allowed) -> jax.Array:
+  """float32[batch, num_frames, F]: the frames sampled after feeding `frame`."""
+
+  def body(state, noise):
     frame, carry = state
     pred, carry = step(frame, carry)
-    new_frame = sample_frame(pred, jax.random.fold_in(rng, index), settings, allowed)
+    new_frame = draw_frame(pred, noise, settings, allowed)
     return (new_frame, carry), new_frame
 
-  _, sampled = jax.lax.scan(body, (prime_t[-1], carry),
-                            jnp.arange(settings.num_frames, dtype=jnp.uint32))
-  return jnp.concatenate([prime, jnp.swapaxes(sampled, 0, 1)], axis=1)
+  # The randomness of NOISE_BLOCK frames is drawn at once, outside the per-frame loop
+  # (frame i's still comes from fold_in(rng, i)): the loop holds only the model's step
+  # and the draw, few ops per frame, and memory stays bounded by the block.
+  abstract = jax.eval_shape(lambda f, c: step(f, c)[0], frame, carry)
+  frame_noise = lambda i: abstract.noise(jax.random.fold_in(rng, i))
+
+  def block(state, indices):
+    return jax.lax.scan(body, state, jax.vmap(frame_noise)(indices))
+
+  state, outputs = (frame, carry), []
+  indices = jnp.arange(settings.num_frames, dtype=jnp.uint32)
+  full = settings.num_frames // NOISE_BLOCK * NOISE_BLOCK
+  if full:
+    state, sampled = jax.lax.scan(block, state, indices[:full].reshape(-1, NOISE_BLOCK))
+    outputs.append(sampled.reshape((full,) + sampled.shape[2:]))
+  if full < settings.num_frames:
+    state, sampled = block(state, indices[full:])
+    outputs.append(sampled)
+  sampled = jnp.concatenate(outputs) if len(outputs) > 1 else outputs[0]
+  return jnp.swapaxes(sampled, 0, 1)
 
 
 def make_sampler(step_fn: StepFn, settings: SampleSettings) -> Callable[..., jax.Array]:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from experiments import benchmark
+from experiments import benchmark, benchmark_report
 
 # One tiny model; every sweep point reuses the one train program and the one sampler.
 _TINY = dict(models=("rnn",), hidden_size=8, num_layers=1, num_heads=2, batch_size=2,
@@ -25,7 +25,7 @@ def test_smallest_benchmark_writes_json_and_markdown(tmp_path):
   with_torch = _has_torch() and os.environ.get("BENCHMARK_TEST_TORCH") == "1"
   cfg = benchmark.BenchConfig(torch=with_torch, **_TINY)
   results = benchmark.run_benchmark(cfg)
-  paths = benchmark.write_outputs(results, str(tmp_path), "benchmark_test", plots=False)
+  paths = benchmark_report.write_outputs(results, str(tmp_path), "benchmark_test", plots=False)
 
   with open(paths["json"]) as f:
     data = json.load(f)

@@ -6,6 +6,7 @@ import dataclasses
 import os
 
 from musicgen_jax.encoding import DURATION_MODES
+from musicgen_jax.midi import READERS
 from musicgen_jax.settings import FREE, Settings, in_range, non_negative, positive, setting
 
 DATASETS = ("bach_chorales", "midi_dir", "json")
@@ -57,6 +58,10 @@ class DataConfig(Settings):
   num_workers: int = setting(
       0, "Processes that encode MIDI files: 0 = all cores, 1 = no worker processes.",
       check=non_negative, resume=FREE)
+  midi_reader: str = setting(
+      "auto", "MIDI parser: 'symusic' (C++, ~200x faster), 'mido' (the reference), or 'auto' "
+      "(symusic when installed). They differ only on malformed files (see midi.read_notes).",
+      choices=READERS)
   velocity_bins: int = setting(
       0, "Dynamics: frames carry each onset's mean MIDI velocity and models predict it in "
       "this many classes; 0 = off (the study's 107-dim frame).", check=non_negative)
@@ -88,4 +93,5 @@ class DataConfig(Settings):
         "duration_mode": self.duration_mode,
         "include_drums": self.include_drums,
         "with_velocity": self.velocity_bins > 0,
+        "reader": self.midi_reader,
     }

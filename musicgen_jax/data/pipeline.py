@@ -20,6 +20,7 @@ from absl import logging
 import numpy as np
 
 from musicgen_jax import encoding
+from musicgen_jax import midi as midi_lib
 from musicgen_jax.data import cache as cache_lib
 from musicgen_jax.data import sources
 from musicgen_jax.data import splits as splits_lib
@@ -290,7 +291,9 @@ def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
   """midi_dir / bach_chorales: list files, reuse cached ones, encode the rest."""
   listed, location = _list_source(cfg)
   files = listed[:cfg.max_files] if cfg.max_files else listed
-  key = cache_lib.cache_key(cfg.dataset, location, cfg.encoding_settings)
+  # The parser in use is part of the key: on malformed files the two may differ.
+  key = cache_lib.cache_key(cfg.dataset, location, dict(
+      cfg.encoding_settings, parser=midi_lib.reader_in_use(cfg.midi_reader)))
   path = cache_lib.cache_path(cfg.cache_dir, cfg.dataset, key)
   index = _CacheIndex(cache_lib.read_cache(path, key))
   entries = {f.name: index.get(f) for f in files if index.get(f) is not None}

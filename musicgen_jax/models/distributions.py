@@ -49,15 +49,22 @@ class IndependentNotes:
     del notes
     return self.logits
 
-  def sample(self, rng: jax.Array, *, temperature: float, max_polyphony: int = 0,
-             allowed: jax.Array | None = None) -> jax.Array:
+  def noise(self, rng: jax.Array) -> jax.Array:
+    """The randomness one draw consumes: float32[batch, 106] uniforms."""
+    return jax.random.uniform(rng, self.logits.shape, self.logits.dtype)
+
+  def sample(self, rng: jax.Array, **kwargs) -> jax.Array:
+    return self.draw(self.noise(rng), **kwargs)
+
+  def draw(self, uniforms: jax.Array, *, temperature: float, max_polyphony: int = 0,
+           allowed: jax.Array | None = None) -> jax.Array:
     """float32[batch, 106] in {0, 1}: Bernoulli(sigmoid(logit / temperature)).
 
     With max_polyphony = k > 0, of the sampled notes the k with the largest logits stay
     (ties to the lower pitch). `allowed` bool[106] masks pitches out.
     """
     probs = jax.nn.sigmoid(self.logits / temperature)
-    notes = jax.random.bernoulli(rng, probs)
+    notes = uniforms < probs  # jax.random.bernoulli, with the uniforms drawn beforehand
     if allowed is not None:
       notes = notes & jnp.asarray(allowed, bool)
     if 0 < max_polyphony < NUM_NOTES:
@@ -118,8 +125,15 @@ class NadeNotes:
     chosen = jnp.take_along_axis(outputs, segment[..., None, :], axis=-2)[..., 0, :]
     return self.visible_bias + chosen
 
-  def sample(self, rng: jax.Array, *, temperature: float, max_polyphony: int = 0,
-             allowed: jax.Array | None = None) -> jax.Array:
+  def noise(self, rng: jax.Array) -> jax.Array:
+    """The randomness one draw consumes: float32[batch, 106] uniforms, one per pitch."""
+    return jax.random.uniform(rng, self.visible_bias.shape, jnp.float32)
+
+  def sample(self, rng: jax.Array, **kwargs) -> jax.Array:
+    return self.draw(self.noise(rng), **kwargs)
+
+  def draw(self, uniforms: jax.Array, *, temperature: float, max_polyphony: int = 0,
+           allowed: jax.Array | None = None) -> jax.Array:
     """float32[batch, 106] in {0, 1}, drawn pitch by pitch from the lowest.
 
     Exact ancestral sampling with one uniform u_i per pitch (v_i = u_i < p_i). Between
@@ -129,7 +143,6 @@ class NadeNotes:
     conditionals truncated); `allowed` bool[106] gives masked pitches probability 0.
     """
     batch = self.visible_bias.shape[0]
-    uniforms = jax.random.uniform(rng, (batch, NUM_NOTES))
     allowed = _allowed_or_all(allowed)
     pitch = jnp.arange(NUM_NOTES)
     limit = max_polyphony if 0 < max_polyphony < NUM_NOTES else NUM_NOTES
@@ -173,12 +186,19 @@ class CategoricalDuration:
     log_probs = jax.nn.log_softmax(self.logits, axis=-1)
     return -jnp.take_along_axis(log_probs, classes[..., None], axis=-1)[..., 0]
 
-  def sample(self, rng: jax.Array, *, temperature: float, top_p: float = 1.0) -> jax.Array:
+  def noise(self, rng: jax.Array) -> jax.Array:
+    """float32[batch, classes] Gumbel noise (jax.random.categorical's)."""
+    return jax.random.gumbel(rng, self.logits.shape, self.logits.dtype)
+
+  def sample(self, rng: jax.Array, **kwargs) -> jax.Array:
+    return self.draw(self.noise(rng), **kwargs)
+
+  def draw(self, gumbel: jax.Array, *, temperature: float, top_p: float = 1.0) -> jax.Array:
     """float32[batch] quarters: a class from softmax(logits / temperature), nucleus top_p."""
     logits = self.logits / temperature
     if top_p < 1.0:
       logits = jnp.where(_nucleus_mask(logits, top_p), logits, -jnp.inf)
-    k = jax.random.categorical(rng, logits, axis=-1)
+    k = jnp.argmax(gumbel + logits, axis=-1)  # the Gumbel-max draw of jax.random.categorical
     table = quarters_of_class(self.steps_per_quarter, self.logits.shape[-1])
     return jnp.asarray(table)[k]
 
@@ -214,13 +234,19 @@ class LogNormalDuration:
     z = (target - mean) * jnp.exp(-log_std)
     return 0.5 * jnp.square(z) + log_std + _HALF_LOG_2PI
 
-  def sample(self, rng: jax.Array, *, temperature: float, top_p: float = 1.0) -> jax.Array:
+  def noise(self, rng: jax.Array) -> jax.Array:
+    """float32[batch] standard normal noise."""
+    return jax.random.normal(rng, self.mean_log_std.shape[:-1], jnp.float32)
+
+  def sample(self, rng: jax.Array, **kwargs) -> jax.Array:
+    return self.draw(self.noise(rng), **kwargs)
+
+  def draw(self, normal: jax.Array, *, temperature: float, top_p: float = 1.0) -> jax.Array:
     """float32[batch] quarters on the grid: std scaled by temperature (top_p unused)."""
     del top_p
     spq = self.steps_per_quarter
     mean, log_std = self.mean_log_std[..., 0], self.mean_log_std[..., 1]
-    log_duration = mean + jnp.exp(log_std) * temperature * jax.random.normal(
-        rng, mean.shape, jnp.float32)
+    log_duration = mean + jnp.exp(log_std) * temperature * normal
     # Clip in log space first so exp cannot overflow; then snap to the grid.
     log_duration = jnp.minimum(log_duration, float(np.log(self.max_steps / spq)))
     steps = jnp.clip(jnp.round(jnp.exp(log_duration) * spq), 1, self.max_steps)
@@ -256,9 +282,15 @@ class CategoricalVelocity:
     nll = -jnp.take_along_axis(log_probs, classes[..., None], axis=-1)[..., 0]
     return jnp.where(jnp.asarray(velocity) > 0, nll, 0.0)
 
-  def sample(self, rng: jax.Array, *, temperature: float) -> jax.Array:
+  def noise(self, rng: jax.Array) -> jax.Array:
+    return jax.random.gumbel(rng, self.logits.shape, self.logits.dtype)
+
+  def sample(self, rng: jax.Array, **kwargs) -> jax.Array:
+    return self.draw(self.noise(rng), **kwargs)
+
+  def draw(self, gumbel: jax.Array, *, temperature: float) -> jax.Array:
     """float32[batch]: a class from softmax(logits / temperature), as its centre velocity."""
-    k = jax.random.categorical(rng, self.logits / temperature, axis=-1)
+    k = jnp.argmax(gumbel + self.logits / temperature, axis=-1)
     return velocity_of_bin(k, self.logits.shape[-1]).astype(jnp.float32)
 
 
@@ -273,6 +305,16 @@ class FrameDistribution:
   notes: IndependentNotes | NadeNotes
   duration: CategoricalDuration | LogNormalDuration
   velocity: CategoricalVelocity | None = None
+
+  def noise(self, rng: jax.Array) -> dict:
+    """All the randomness one frame's draw consumes (only shapes are read, so it works on
+    `jax.eval_shape`'s abstract predictions too): drawn ahead of the sampling loop."""
+    if self.velocity is None:  # two keys, as before dynamics: the same seed, the same music
+      notes_rng, duration_rng = jax.random.split(rng)
+      return {"notes": self.notes.noise(notes_rng), "duration": self.duration.noise(duration_rng)}
+    notes_rng, duration_rng, velocity_rng = jax.random.split(rng, 3)
+    return {"notes": self.notes.noise(notes_rng), "duration": self.duration.noise(duration_rng),
+            "velocity": self.velocity.noise(velocity_rng)}
 
 
 Prediction = FrameDistribution
