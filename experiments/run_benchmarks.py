@@ -29,7 +29,7 @@ from absl import app, flags, logging
 
 from experiments import runner
 
-RECIPE_DIR = os.path.join(runner.REPO, "experiments", "benchmarks")
+RECIPES = os.path.join(runner.REPO, "experiments", "benchmarks")
 DATA = {"jsb": "jsb_chorales.json", "nottingham": "nottingham.json"}
 PUBLISHED = {  # test NLL, 88 notes: Bai, Kolter & Koltun 2018 (Table 1); RNN-NADE:
     # Boulanger-Lewandowski, Bengio & Vincent 2012 (Table 1).
@@ -43,8 +43,10 @@ TARGETS = {("independent", "jsb"): 8.45, ("independent", "nottingham"): 3.29,
            ("nade", "jsb"): 5.4, ("nade", "nottingham"): 2.3}
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("recipes", None, "Recipe names (flagfiles in experiments/benchmarks/, "
-                  "without .flags); default: all.")
+flags.DEFINE_list("recipes", None, "Recipe names (flagfiles in --recipe_dir, without "
+                  ".flags); default: all.")
+flags.DEFINE_string("recipe_dir", RECIPES, "Folder of recipe flagfiles (e.g. "
+                    "experiments/benchmarks/ablations).")
 flags.DEFINE_string("runs_dir", os.path.join(runner.REPO, "runs", "benchmarks"),
                     "Workdirs go to RUNS/<recipe>.")
 flags.DEFINE_string("out", os.path.join(runner.REPO, "experiments", "results", "benchmarks"),
@@ -56,12 +58,19 @@ flags.DEFINE_bool("report_only", False, "Train nothing: write the report from th
 
 
 def recipe_path(name: str) -> str:
-  return os.path.join(RECIPE_DIR, f"{name}.flags")
+  return os.path.join(os.path.abspath(FLAGS.recipe_dir), f"{name}.flags")
 
 
 def recipe_names() -> list[str]:
   return sorted(os.path.basename(p)[:-len(".flags")]
-                for p in glob.glob(os.path.join(RECIPE_DIR, "*.flags")))
+                for p in glob.glob(os.path.join(FLAGS.recipe_dir, "*.flags")))
+
+
+def description(name: str) -> str:
+  """The first comment line of a recipe, without its '#'."""
+  with open(recipe_path(name)) as f:
+    first = f.readline()
+  return first.lstrip("#").strip() if first.startswith("#") else ""
 
 
 def dataset_of(settings: dict) -> str:
@@ -102,7 +111,8 @@ def run_recipe(name: str, results: runner.Results) -> dict:
   scored = score(workdir)
   curve = [{k: r[k] for k in ("step", "train_loss", "valid_nll") if k in r}
            for r in runner.metrics_records(workdir)]
-  result = {"name": name, "dataset": dataset_of(settings), "model": settings.get("model"),
+  result = {"name": name, "description": description(name),
+            "dataset": dataset_of(settings), "model": settings.get("model"),
             "note_head": settings.get("note_head", "independent"), "settings": settings,
             "command": runner.command_text("musicgen_jax.train", args),
             "num_steps": trained.get("step"), "stopped_early": trained.get("stopped_early"),
@@ -177,6 +187,7 @@ def _runs(rows: list[dict]) -> list[str]:
         f"{r['wall_seconds'] / 60:.1f} | {r['test']['nll_notes_88']:.3f} | "
         f"{r['valid']['nll_notes_88']:.3f} | {r['test']['nll_duration']:.4f} | "
         f"{r['test']['note_accuracy']:.3f} |")
+  lines += [""] + [f"- {r['name']}: {r['description']}" for r in rows if r.get("description")]
   return lines
 
 
@@ -207,7 +218,7 @@ def main(argv):
   names = FLAGS.recipes or recipe_names()
   unknown = [n for n in names if not os.path.exists(recipe_path(n))]
   if unknown:
-    raise app.UsageError(f"no recipe {unknown} in {RECIPE_DIR}")
+    raise app.UsageError(f"no recipe {unknown} in {FLAGS.recipe_dir}")
   meta = {"command": runner.invocation(), "date": runner.now(), "machine": runner.machine(),
           "load_start": runner.load_average()}
   results = runner.Results("benchmark_result")
