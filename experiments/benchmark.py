@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import bench_parts
 from experiments import benchmark_report as report
 from musicgen_jax import parallel, sampling, train
 from musicgen_jax.config import TrainConfig
@@ -102,6 +103,7 @@ class BenchConfig:
   torch_threads: int = 0  # 0 = the number of cores
   torch_one_thread: bool = True
   torch_sample_frames: int = 256  # the per-frame torch loop is timed over this many frames
+  torch_device: str = "auto"  # 'cuda' when torch sees a GPU, else 'cpu'; or name one
   scaling: bool = True
   scaling_models: tuple[str, ...] = ("lstm", "transformer")
   scaling_seq_lens: tuple[int, ...] = (24, 48, 96, 200, 400, 1024)
@@ -111,7 +113,35 @@ class BenchConfig:
   scaling_sample_batch: int = 64
   scaling_repeats: int = 3
   count_ops: bool = True  # profile one step / one frame to count executed ops
+  heads: tuple[str, ...] = ("independent", "nade")  # note heads of the sampling rows
+  sample_models: tuple[str, ...] | None = None  # models of the sampling rows (None: models)
+  ops_models: tuple[str, ...] | None = None  # models of the ops-per-frame rows (None: models)
+  ops: bool = True  # ops per generated frame from the optimized HLO, every model and head
+  train_command: bool = True  # the train command's frames/s against its bare step
+  train_command_steps: int = 400
+  memory: bool = True  # peak memory of a step and a sampled batch at seq_len 1024, batch 256
+  memory_batch: int = 256
+  memory_seq_len: int = 1024
+  largest_batch: bool = False  # accelerators: training at the largest batch that fits
+  only: tuple[str, ...] = ()  # run only these parts (e.g. to finish a run cut short)
   plots: bool = True
+
+  @classmethod
+  def gpu(cls, **overrides) -> "BenchConfig":
+    """One accelerator in a few minutes: sampling at batch 1 and 1024, the largest batch."""
+    base = dict(repeats=3, round_seconds=0.3, sample_repeats=2, sample_batches=(1, 1024),
+                torch_sample_frames=64, torch_one_thread=False,
+                sample_models=("rnn", "lstm", "transformer"), ops_models=("lstm", "transformer"),
+                scaling_seq_lens=(48,), scaling_batches=(64,), scaling_lengths=(256, 1024, 4096),
+                count_ops=False, largest_batch=True)
+    base.update(overrides)
+    return cls(**base)
+
+  @classmethod
+  def gpu_bf16(cls, **overrides) -> "BenchConfig":
+    """bfloat16 on an accelerator: training and sampling only."""
+    return cls.gpu(dtype="bfloat16", scaling=False, ops=False, train_command=False,
+                   memory=False, largest_batch=False, heads=("independent",), **overrides)
 
   @classmethod
   def quick(cls, **overrides) -> "BenchConfig":
@@ -252,6 +282,18 @@ def _torch_module():
   return torch, torch_reference
 
 
+def torch_device(cfg: BenchConfig, torch) -> str:
+  if cfg.torch_device != "auto":
+    return cfg.torch_device
+  return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_sync(torch) -> None:
+  """Waits for the GPU (torch runs asynchronously there)."""
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
+
+
 # JAX programs ----------------------------------------------------------------------------
 
 
@@ -263,10 +305,20 @@ class Programs:
     self.mesh = parallel.make_mesh()
     self._cache: dict = {}
 
-  def model_config(self, model: str, seq_len: int) -> ModelConfig:
+  def model_config(self, model: str, seq_len: int, head: str = "independent") -> ModelConfig:
     c = self.cfg
     return ModelConfig(model=model, hidden_size=c.hidden_size, num_layers=c.num_layers,
-                       num_heads=c.num_heads, dtype=c.dtype, seq_len=seq_len)
+                       num_heads=c.num_heads, dtype=c.dtype, seq_len=seq_len, note_head=head)
+
+  # Helpers the parts in bench_parts read through the programs (this module is often
+  # __main__, which must not be imported a second time).
+  random_frames = staticmethod(lambda *a, **k: random_frames(*a, **k))
+  device_peak_bytes = staticmethod(lambda: device_peak_bytes())
+  rss_peak_bytes = staticmethod(lambda: rss_peak_bytes())
+
+  def drop(self, key) -> None:
+    """Forgets a compiled program (and its buffers): sweeps of growing sizes free memory."""
+    self._cache.pop(key, None)
 
   def train(self, model: str, seq_len: int, batch: int) -> dict:
     """{'step': compiled, 'state', 'batch', 'compile_s', 'memory', 'cost'} (state donated)."""
@@ -304,10 +356,10 @@ class Programs:
     jax.block_until_ready(metrics)
     entry["state"] = state
 
-  def sampler(self, model: str, batch: int, num_frames: int) -> dict:
-    key = ("sample", model, batch, num_frames)
+  def sampler(self, model: str, batch: int, num_frames: int, head: str = "independent") -> dict:
+    key = ("sample", model, batch, num_frames, head)
     if key not in self._cache:
-      model_cfg = self.model_config(model, self.cfg.sample_window)
+      model_cfg = self.model_config(model, self.cfg.sample_window, head)
       params = self.params(model_cfg)
       settings = sampling.SampleSettings(num_frames=num_frames)
 
@@ -369,8 +421,10 @@ def measure_training(cfg: BenchConfig, programs: Programs, torch, ref) -> list[d
       programs.run_train(entry, 1)
       per_call["jax"] = time.perf_counter() - start
       if torch is not None:
-        trainer = ref.Trainer(model, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
-        torch_batch = torch.from_numpy(entry["frames"])
+        device = torch_device(cfg, torch)
+        trainer = ref.Trainer(model, cfg.hidden_size, cfg.num_layers, cfg.num_heads,
+                              device=device)
+        torch_batch = torch.from_numpy(entry["frames"]).to(device)
 
         def run_torch(n, threads, trainer=trainer, batch=torch_batch):
           torch.set_num_threads(threads)
@@ -425,49 +479,57 @@ def _ratio_text(row: dict) -> str:
 
 def measure_sampling(cfg: BenchConfig, programs: Programs, torch, ref) -> list[dict]:
   rows = []
-  for batch in cfg.sample_batches:
-    for model in cfg.models:
-      entry = programs.sampler(model, batch, cfg.sample_frames)
+  models = cfg.sample_models or cfg.models
+  for batch, model, head in [(b, m, h) for b in cfg.sample_batches for m in models
+                             for h in cfg.heads]:
+    entry = programs.sampler(model, batch, cfg.sample_frames, head)
 
-      def run_jax(n, e=entry):
+    def run_jax(n, e=entry):
+      for _ in range(n):
+        out = e["run"]()
+      jax.block_until_ready(out)
+
+    fns, per_call, units = {"jax": run_jax}, {}, {"jax": cfg.sample_frames}
+    start = time.perf_counter()
+    run_jax(1)
+    per_call["jax"] = time.perf_counter() - start
+    if torch is not None and head == "independent":  # the reference has no NADE head
+      device = torch_device(cfg, torch)
+      tmodel = ref.build(model, cfg.hidden_size, cfg.num_layers, cfg.num_heads).to(device)
+      prime = torch.from_numpy(random_frames(batch, PRIME_FRAMES, seed=1)).to(device)
+
+      def run_torch(n, threads, tmodel=tmodel, prime=prime, model=model):
+        torch.set_num_threads(threads)
         for _ in range(n):
-          out = e["run"]()
-        jax.block_until_ready(out)
+          ref.generate(model, tmodel, prime, cfg.torch_sample_frames, cfg.sample_window)
+        torch_sync(torch)
 
-      fns, per_call, units = {"jax": run_jax}, {}, {"jax": cfg.sample_frames}
-      start = time.perf_counter()
-      run_jax(1)
-      per_call["jax"] = time.perf_counter() - start
-      if torch is not None:
-        tmodel = ref.build(model, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
-        prime = torch.from_numpy(random_frames(batch, PRIME_FRAMES, seed=1))
-
-        def run_torch(n, threads, tmodel=tmodel, prime=prime, model=model):
-          torch.set_num_threads(threads)
-          for _ in range(n):
-            ref.generate(model, tmodel, prime, cfg.torch_sample_frames, cfg.sample_window)
-
-        settings = {"torch": cfg.torch_threads}
-        if cfg.torch_one_thread and cfg.torch_threads != 1:
-          settings["torch_1thread"] = 1
-        for name, threads in settings.items():
-          fns[name] = lambda n, t=threads, f=run_torch: f(n, t)
-          units[name] = cfg.torch_sample_frames
-          start = time.perf_counter()
-          fns[name](1)
-          per_call[name] = time.perf_counter() - start
-      raw = timed_rounds(fns, per_call, cfg.sample_repeats, cfg.round_seconds)
-      times = {k: [t / units[k] for t in ts] for k, ts in raw.items()}  # seconds per frame
-      row = {"model": model, "batch_size": batch, "num_frames": cfg.sample_frames,
-             "window": cfg.sample_window, "compile_s": round(entry["compile_s"], 3),
-             "xla_memory_bytes": entry["memory"]}
-      for name, ts in times.items():
-        row[name] = {"frame_s": median(ts), "frames_per_s": batch / median(ts),
-                     "frames_timed": units[name],
-                     "rounds_s_per_frame": [round(t, 9) for t in ts]}
-      _add_ratios(row, times)
-      rows.append(row)
-      logging.info("sample %-11s B=%-3d %s", model, batch, _ratio_text(row))
+      settings = {"torch": cfg.torch_threads}
+      if cfg.torch_one_thread and cfg.torch_threads != 1:
+        settings["torch_1thread"] = 1
+      for name, threads in settings.items():
+        fns[name] = lambda n, t=threads, f=run_torch: f(n, t)
+        units[name] = cfg.torch_sample_frames
+        start = time.perf_counter()
+        fns[name](1)
+        per_call[name] = time.perf_counter() - start
+    raw = timed_rounds(fns, per_call, cfg.sample_repeats, cfg.round_seconds)
+    times = {k: [t / units[k] for t in ts] for k, ts in raw.items()}  # seconds per frame
+    row = {"model": model, "head": head, "batch_size": batch,
+           "num_frames": cfg.sample_frames, "window": cfg.sample_window,
+           "compile_s": round(entry["compile_s"], 3), "xla_memory_bytes": entry["memory"]}
+    for name, ts in times.items():
+      row[name] = {"frame_s": median(ts), "frames_per_s": batch / median(ts),
+                   "frames_timed": units[name],
+                   "rounds_s_per_frame": [round(t, 9) for t in ts]}
+    _add_ratios(row, times)
+    rows.append(row)
+    logging.info("sample %-11s %-11s B=%-3d %s", model, head, batch, _ratio_text(row))
+  for row in rows:  # the NADE head's cost per frame against the independent head's
+    base = [r for r in rows if r["head"] == "independent" and r["model"] == row["model"]
+            and r["batch_size"] == row["batch_size"]]
+    if row["head"] == "nade" and base:
+      row["cost_vs_independent"] = row["jax"]["frame_s"] / base[0]["jax"]["frame_s"]
   return rows
 
 
@@ -568,51 +630,74 @@ def accelerator_estimate(cfg: BenchConfig, programs: Programs, count_ops: bool) 
 # Reports ---------------------------------------------------------------------------------
 
 
-def run_benchmark(cfg: BenchConfig) -> dict:
-  """Runs every part selected in cfg; returns the JSON-ready results."""
-  torch, ref = _torch_module() if cfg.torch else (None, None)
-  cores = os.cpu_count() or 1
-  if cfg.torch_threads <= 0:
-    cfg = dataclasses.replace(cfg, torch_threads=cores)
-  if torch is not None:
-    torch.set_num_threads(cfg.torch_threads)
-  programs = Programs(cfg)
-  load_before = load_average()
-  started = time.perf_counter()
-  results: dict[str, Any] = {
+def _header(cfg: BenchConfig, torch) -> dict:
+  return {
       "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
       "command": " ".join(shlex.quote(a) for a in sys.argv),
       "machine": {
           "platform": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-          "device_count": jax.device_count(), "cpu_cores": cores,
+          "device_count": jax.device_count(), "cpu_cores": os.cpu_count() or 1,
           "processor": platform.processor() or platform.machine(),
           "python": platform.python_version(), "jax": jax.__version__,
           "torch": getattr(torch, "__version__", None),
+          "torch_device": torch_device(cfg, torch) if torch is not None else None,
           "torch_threads": cfg.torch_threads if torch is not None else None,
-          "load_average_start": load_before},
+          "load_average_start": load_average()},
       "config": dataclasses.asdict(cfg),
       "memory_source": ("device memory_stats peak_bytes_in_use" if device_peak_bytes() is not None
                         else "process RSS high-water mark (resource.getrusage ru_maxrss); "
                         "per-program: XLA buffer assignment (Compiled.memory_analysis)"),
   }
-  results["training"] = measure_training(cfg, programs, torch, ref)
-  results["machine"]["load_average_after_training"] = load_average()
-  results["sampling"] = measure_sampling(cfg, programs, torch, ref)
-  results["machine"]["load_average_after_sampling"] = load_average()
-  if cfg.scaling:
-    results["scaling"] = measure_scaling(cfg, programs)
-  results["accelerator_estimate"] = accelerator_estimate(cfg, programs, cfg.count_ops)
-  results["h100_assumptions"] = H100
-  results["machine"]["load_average_end"] = load_average()
-  results["rss_peak_bytes"] = rss_peak_bytes()
-  results["seconds"] = round(time.perf_counter() - started, 1)
-  results["targets"] = report.check_targets(results)
+
+
+def run_benchmark(cfg: BenchConfig, save: Callable[[dict], None] | None = None) -> dict:
+  """Runs every part selected in cfg; returns the JSON-ready results.
+
+  `save(results)` is called after each part, so a run stopped by a time limit keeps what
+  it measured.
+  """
+  torch, ref = _torch_module() if cfg.torch else (None, None)
+  if cfg.torch_threads <= 0:
+    cfg = dataclasses.replace(cfg, torch_threads=os.cpu_count() or 1)
+  if torch is not None:
+    torch.set_num_threads(cfg.torch_threads)
+  programs, started = Programs(cfg), time.perf_counter()
+  results: dict[str, Any] = _header(cfg, torch)
+  parts = [
+      ("training", True, lambda: measure_training(cfg, programs, torch, ref)),
+      ("sampling", True, lambda: measure_sampling(cfg, programs, torch, ref)),
+      ("ops_per_frame", cfg.ops, lambda: bench_parts.ops_per_frame(
+          programs, cfg.ops_models or cfg.models, cfg.heads)),
+      ("train_command", cfg.train_command, lambda: bench_parts.train_command_vs_step(
+          programs, model=cfg.models[0], steps=cfg.train_command_steps)),
+      ("scaling", cfg.scaling, lambda: measure_scaling(cfg, programs)),
+      ("memory", cfg.memory, lambda: bench_parts.memory(
+          programs, seq_len=cfg.memory_seq_len, batch=cfg.memory_batch)),
+      ("largest_batch", cfg.largest_batch, lambda: bench_parts.largest_batch(programs)),
+      ("accelerator_estimate", True, lambda: accelerator_estimate(cfg, programs, cfg.count_ops)),
+  ]
+  for name, wanted, measure in parts:
+    if not wanted or (cfg.only and name not in cfg.only):
+      continue
+    results[name] = measure()
+    results["machine"][f"load_average_after_{name}"] = load_average()
+    results["h100_assumptions"] = H100
+    results["rss_peak_bytes"] = rss_peak_bytes()
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["targets"] = report.check_targets(results)
+    if save is not None:
+      save(results)
   return results
 
 
 # The command line ------------------------------------------------------------------------
 
 _QUICK = flags.DEFINE_bool("quick", False, "Shorter run: fewer repeats, lengths and sizes.")
+_ONLY = flags.DEFINE_list("only", [], "Run only these parts: training, sampling, ops_per_frame, "
+                          "train_command, scaling, memory, largest_batch, accelerator_estimate.")
+_PRESET = flags.DEFINE_enum("preset", "full", ["full", "quick", "gpu", "gpu_bf16"],
+                            "What to measure: the full CPU run, a quick one, or one accelerator "
+                            "in a few minutes (float32, or bfloat16 training and sampling).")
 _MODELS = flags.DEFINE_list("models", list(MODELS), "Models to benchmark.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "JAX compute dtype.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Training batch size.")
@@ -638,22 +723,25 @@ _NAME = flags.DEFINE_string("name", None, "Output file stem (default benchmark_<
 
 
 def config_from_flags() -> BenchConfig:
-  overrides = dict(models=tuple(_MODELS.value), dtype=_DTYPE.value, batch_size=_BATCH.value,
-                   train_seq_lens=tuple(int(x) for x in _SEQ_LENS.value),
-                   sample_batches=tuple(int(x) for x in _SAMPLE_BATCHES.value),
-                   torch=_TORCH.value, torch_threads=_TORCH_THREADS.value,
-                   torch_one_thread=_TORCH_ONE.value, scaling=_SCALING.value,
-                   scaling_models=tuple(_SCALING_MODELS.value), count_ops=_COUNT_OPS.value)
-  if _SAMPLE_FRAMES.value is not None:
-    overrides["sample_frames"] = _SAMPLE_FRAMES.value
-  for flag, field in ((_REPEATS, "repeats"), (_SAMPLE_REPEATS, "sample_repeats"),
-                      (_TORCH_SAMPLE_FRAMES, "torch_sample_frames")):
-    if flag.value is not None:
-      overrides[field] = flag.value
-  unknown = set(overrides["models"]) - set(MODELS)
+  """The preset's config, with the flags given on the command line applied over it."""
+  given = lambda flag: flags.FLAGS[flag.name].present
+  ints = lambda v: tuple(int(x) for x in v)
+  convert = [(_MODELS, "models", tuple), (_DTYPE, "dtype", str), (_BATCH, "batch_size", int),
+             (_SEQ_LENS, "train_seq_lens", ints), (_SAMPLE_BATCHES, "sample_batches", ints),
+             (_TORCH, "torch", bool), (_TORCH_THREADS, "torch_threads", int),
+             (_TORCH_ONE, "torch_one_thread", bool), (_SCALING, "scaling", bool),
+             (_SCALING_MODELS, "scaling_models", tuple), (_COUNT_OPS, "count_ops", bool),
+             (_SAMPLE_FRAMES, "sample_frames", int), (_REPEATS, "repeats", int),
+             (_SAMPLE_REPEATS, "sample_repeats", int),
+             (_TORCH_SAMPLE_FRAMES, "torch_sample_frames", int), (_ONLY, "only", tuple)]
+  overrides = {field: cast(flag.value) for flag, field, cast in convert
+               if given(flag) and flag.value is not None}
+  unknown = set(overrides.get("models", ())) - set(MODELS)
   if unknown:
     raise app.UsageError(f"unknown --models {sorted(unknown)}; choose from {', '.join(MODELS)}")
-  return BenchConfig.quick(**overrides) if _QUICK.value else BenchConfig(**overrides)
+  presets = {"full": BenchConfig, "quick": BenchConfig.quick, "gpu": BenchConfig.gpu,
+             "gpu_bf16": BenchConfig.gpu_bf16}
+  return presets["quick" if _QUICK.value else _PRESET.value](**overrides)
 
 
 def main(argv):
@@ -661,12 +749,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cfg = config_from_flags()
   name = _NAME.value or f"benchmark_{jax.default_backend()}"
-  results = run_benchmark(cfg)
+  save = lambda results: report.write_outputs(results, _OUT_DIR.value, name, plots=False)
+  results = run_benchmark(cfg, save)
   paths = report.write_outputs(results, _OUT_DIR.value, name, plots=cfg.plots)
-  for r in results["training"]:
+  for r in results.get("training", []):
     print(f"train  {r['model']:<11} T={r['seq_len']:<4} {_ratio_text(r)}")
-  for r in results["sampling"]:
-    print(f"sample {r['model']:<11} B={r['batch_size']:<3} {_ratio_text(r)}")
+  for r in results.get("sampling", []):
+    print(f"sample {r['model']:<11} {r['head']:<11} B={r['batch_size']:<4} {_ratio_text(r)}")
   print(json.dumps({"targets": results["targets"], "outputs": paths}, indent=1))
 
 

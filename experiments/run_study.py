@@ -209,14 +209,71 @@ def write_report(rows: list[dict], report_dir: str, meta: dict) -> None:
   _copy_samples(rows, report_dir)
 
 
+PAGE_SAMPLES = 2  # continuations per run on the listening page (audio kept small)
+
+
 def _copy_samples(rows: list[dict], report_dir: str) -> None:
   for r in rows:
     out = os.path.join(report_dir, r["name"])
     os.makedirs(out, exist_ok=True)
-    for ext in ("mid", "png"):
-      src = os.path.join(FLAGS.runs_dir, r["name"], "samples", f"sample_000.{ext}")
-      if os.path.exists(src):
-        shutil.copy(src, os.path.join(out, f"sample_000.{ext}"))
+    for i in range(PAGE_SAMPLES):
+      for ext in ("mid", "png", "ogg"):
+        src = os.path.join(FLAGS.runs_dir, r["name"], "samples", f"sample_{i:03d}.{ext}")
+        if os.path.exists(src) and (ext != "png" or i == 0):
+          shutil.copy(src, os.path.join(out, f"sample_{i:03d}.{ext}"))
+
+
+def _references(report_dir: str, dataset, prime_file: str, length: int) -> list:
+  """The prime and a held-out excerpt as MIDI, piano roll and audio in REPORT/reference."""
+  from musicgen_jax import audio, midi_to_frames, plotting  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.encoding import frames_to_midi  # pylint: disable=g-import-not-at-top
+  from experiments import pages  # pylint: disable=g-import-not-at-top
+  out = os.path.join(report_dir, "reference")
+  os.makedirs(out, exist_ok=True)
+  piece = max(dataset.test, key=lambda p: p.num_frames)
+  made = {"prime": (midi_to_frames(prime_file)[:FLAGS.prime_frames], 120.0,
+                    f"The first {FLAGS.prime_frames} frames of {PRIME_FILE}: what every model "
+                    "continues."),
+          "held_out": (piece.frames[:length], piece.tempo_bpm,
+                       f"The first {length} frames of {piece.name}, a held-out test piece: "
+                       "real music of the length of a continuation.")}
+  entries = []
+  for name, (frames, tempo, text) in made.items():
+    stem = os.path.join(out, name)
+    frames_to_midi(frames, tempo_bpm=tempo).save(stem + ".mid")
+    plotting.piano_roll(frames, stem + ".png", title=name)
+    sounds = [f"reference/{name}.ogg"] if audio.available() else []
+    if sounds:
+      audio.render_midi(stem + ".mid", stem + ".ogg")
+    entries.append(pages.Entry(name.replace("_", " "), text=text, audio=sounds,
+                               roll=f"reference/{name}.png"))
+  return entries
+
+
+def write_page(rows: list[dict], report_dir: str, references: list) -> str:
+  from experiments import pages  # pylint: disable=g-import-not-at-top
+  sections = []
+  for model in MODELS:
+    entries = []
+    for r in (r for r in rows if r["model"] == model):
+      folder = r["name"]
+      sounds = [f"{folder}/sample_{i:03d}.ogg" for i in range(PAGE_SAMPLES)
+                if os.path.exists(os.path.join(report_dir, folder, f"sample_{i:03d}.ogg"))]
+      entries.append(pages.Entry(
+          f"{model}, seq_len {r['seq_len']}, {r['note_head']} head",
+          numbers={"test NLL": f"{r['test']['nll']:.2f}",
+                   "overlap": runner.fmt(r["music_stats"]["mean_overlap"], 2)},
+          roll=f"{folder}/sample_000.png", audio=sounds))
+    if entries:
+      sections.append((model, entries))
+  page = pages.music_page(
+      "The study's grid: continuations of the Polonaise", "Every model continues the first "
+      f"{FLAGS.prime_frames} frames of Chopin's Polonaise Op. 53 ({FLAGS.num_frames} frames, "
+      f"temperature {FLAGS.temperature:g}); the piano roll shows the first continuation, the "
+      "prime in grey. Numbers: test NLL (nats per frame) and the mean overlap of the music "
+      "statistics with held-out excerpts (1 = as close as real music).", references,
+      sections, report="results.md")
+  return pages.write(report_dir, page)
 
 
 def main(argv):
@@ -249,6 +306,9 @@ def main(argv):
   meta["wall_minutes"] = (time.perf_counter() - start) / 60
   report_dir = FLAGS.report_dir or os.path.join(FLAGS.runs_dir, "report")
   write_report(rows, report_dir, meta)
+  references = _references(report_dir, dataset, os.path.join(data_dir, PRIME_FILE),
+                           FLAGS.prime_frames + FLAGS.num_frames)
+  write_page(rows, report_dir, references)
   print(os.path.join(report_dir, "results.md"))
 
 

@@ -161,10 +161,10 @@ class Trainer:
 
   def __init__(self, model_name: str, hidden: int = 64, layers: int = 2, heads: int = 4,
                learning_rate: float = 3e-3, weight_decay: float = 1e-4, clip: float = 1.0,
-               seed: int = 0):
+               seed: int = 0, device: str = "cpu"):
     torch.manual_seed(seed)
     self.model_name = model_name
-    self.model = build(model_name, hidden, layers, heads)
+    self.model = build(model_name, hidden, layers, heads).to(device)
     self.model.train()
     self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=learning_rate,
                                        weight_decay=weight_decay)

@@ -332,7 +332,7 @@ def split_options(options: dict) -> tuple[sampling.SampleSettings, GenerateConfi
 
 def sample_workdir(run_dir: str, out_dir: str, *, dataset: Any = None, overwrite: bool = False,
                    **options) -> SampleResult:
-  """Samples a trained run to O/sample_000.mid (+ .json, + .png), ...
+  """Samples a trained run to O/sample_000.mid (+ .json, + .png, + audio), ...
 
   Args:
     run_dir: W, a training workdir (config.json, checkpoints/).
@@ -350,19 +350,42 @@ def sample_workdir(run_dir: str, out_dir: str, *, dataset: Any = None, overwrite
   settings, job = split_options(options)
   config = workdir_lib.load_config(run_dir)
   workdir_lib.check_step(run_dir, job.step)
+  return _sample(config, lambda: workdir_lib.load_run(run_dir, job.step), out_dir, settings,
+                 job, dataset, overwrite)
+
+
+def sample_pretrained(name: str, out_dir: str, *, overwrite: bool = False,
+                      **options) -> SampleResult:
+  """Samples a model shipped in the package (`pretrained.names()`); its prime.mid by default."""
+  from musicgen_jax import pretrained  # pylint: disable=g-import-not-at-top
+  settings, job = split_options(options)
+  if job.step is not None:
+    raise ValueError("--step does not apply to a pretrained model")
+  if job.prime_midi is None and job.prime_split is None and job.prime_piece is None:
+    job = dataclasses.replace(job, prime_midi=pretrained.prime_path(name))
+  elif job.prime_midi is None:
+    raise ValueError("a pretrained model has no dataset to prime from: use --prime_midi")
+  config = RunConfig.load(pretrained.model_dir(name))
+  return _sample(config, lambda: pretrained.load(name), out_dir, settings, job, None,
+                 overwrite)
+
+
+def _sample(config: RunConfig, load_run, out_dir: str, settings, job: GenerateConfig,
+            dataset: Any, overwrite: bool) -> SampleResult:
+  """Every input checked, then the model loaded, sampled and written."""
   check_prime_fits(config.model, job.prime_frames)
   audio = audio_format(job)
   prepare_out_dir(out_dir, overwrite)
   prime = load_prime(config, job, dataset)
-  run = workdir_lib.load_run(run_dir, job.step)
-  logging.info("%s from %s, checkpoint %d; prime: %s", config.model.model, run_dir, run.step,
+  run = load_run()
+  logging.info("%s from %s, step %d; prime: %s", config.model.model, run.workdir, run.step,
                prime.source)
   frames, timing = sample_frames(config.model, run.params, prime.frames, settings,
                                  job.num_samples, job.seed, allowed_pitches(config.model, job))
   logging.info("sampled %d x %d frames: %.0f frames/s (%.3f s; compile %.2f s, not counted)",
                job.num_samples, settings.num_frames, timing["frames_per_s"],
                timing["sample_seconds"], timing["compile_seconds"])
-  record = _record(run_dir, config, run.step, settings, job, prime, timing)
+  record = _record(run.workdir, config, run.step, settings, job, prime, timing)
   result = write_samples(frames, out_dir, record, config, job, audio)
   logging.info("wrote %d samples to %s", job.num_samples, out_dir)
   return result

@@ -2,10 +2,12 @@
 
     python -m musicgen_jax.sample --workdir=W --num_frames=512 --num_samples=4 \
         --temperature=1.0 --prime_midi=F --prime_frames=10 --out_dir=O
+    python -m musicgen_jax.sample --pretrained=chorales --num_frames=256 --out_dir=O
+    python -m musicgen_jax.sample --pretrained=list
 
-Reads W/config.json (so no model flags) and the best-by-validation checkpoint (or --step);
-writes O/sample_000.mid, .json and .png, ... Bad input is one line, before any model is
-loaded or compiled.
+Reads W/config.json (so no model flags) and the best-by-validation checkpoint (or --step),
+or a model shipped in the package; writes O/sample_000.mid, .json, .png and .ogg, ... Bad
+input is one line, before any model is loaded or compiled.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 
 from absl import flags
 
-from musicgen_jax import cli, generate, sampling
+from musicgen_jax import cli, generate, pretrained, sampling
 from musicgen_jax.settings import define_flags as define_settings_flags
 from musicgen_jax.settings import from_flags
 
@@ -25,6 +27,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The sampling flags; the model comes from W/config.json."""
   flags.DEFINE_string("workdir", None, "Training workdir holding config.json and checkpoints/.",
                       flag_values=flag_values)
+  flags.DEFINE_string("pretrained", None, "Instead of --workdir: a model shipped in the "
+                      "package ('list' lists them).", flag_values=flag_values)
   flags.DEFINE_string("out_dir", None, "Folder for sample_000.mid, .json and .png, ...",
                       flag_values=flag_values)
   flags.DEFINE_bool("overwrite", False, "Replace the samples already in --out_dir.",
@@ -34,12 +38,21 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 
 def main(flag_values: flags.FlagValues) -> None:
-  cli.require(flag_values, "workdir", "out_dir")
-  settings = from_flags(sampling.SampleSettings, flag_values)
-  job = from_flags(generate.GenerateConfig, flag_values)
-  result = generate.sample_workdir(
-      flag_values.workdir, flag_values.out_dir, overwrite=flag_values.overwrite,
-      **dataclasses.asdict(settings), **dataclasses.asdict(job))
+  if flag_values.pretrained == "list":
+    print(pretrained.describe_all())
+    return
+  if bool(flag_values.workdir) == bool(flag_values.pretrained):
+    raise cli.UsageError("give --workdir (a trained run) or --pretrained (--pretrained=list "
+                         "lists them)")
+  cli.require(flag_values, "out_dir")
+  options = dict(dataclasses.asdict(from_flags(sampling.SampleSettings, flag_values)),
+                 **dataclasses.asdict(from_flags(generate.GenerateConfig, flag_values)))
+  if flag_values.pretrained:
+    result = generate.sample_pretrained(flag_values.pretrained, flag_values.out_dir,
+                                        overwrite=flag_values.overwrite, **options)
+  else:
+    result = generate.sample_workdir(flag_values.workdir, flag_values.out_dir,
+                                     overwrite=flag_values.overwrite, **options)
   print(json.dumps({"out_dir": os.path.abspath(flag_values.out_dir),
                     "midi": [os.path.basename(p) for p in result.midi_paths],
                     "audio": [os.path.basename(p) for p in result.audio_paths],

@@ -14,7 +14,8 @@ _TINY = dict(models=("rnn",), hidden_size=8, num_layers=1, num_heads=2, batch_si
              repeats=2, round_seconds=0.01, sample_repeats=1, torch_sample_frames=4,
              scaling_models=("rnn",), scaling_seq_lens=(8,), scaling_batches=(2,),
              scaling_seq_len=8, scaling_lengths=(8,), scaling_sample_batch=2,
-             scaling_repeats=1, count_ops=False)
+             scaling_repeats=1, count_ops=False, train_command_steps=120, memory_batch=2,
+             memory_seq_len=16)
 
 
 def _has_torch() -> bool:
@@ -40,10 +41,18 @@ def test_smallest_benchmark_writes_json_and_markdown(tmp_path):
   assert train_row["compile_s"] > 0
   assert train_row["jax"]["steps_per_s"] > 0 and train_row["jax"]["frames_per_s"] > 0
   assert len(train_row["jax"]["rounds_s"]) == 2
-  (sample_row,) = data["sampling"]
-  assert sample_row["jax"]["frames_per_s"] > 0 and sample_row["num_frames"] == 8
+  independent, nade = data["sampling"]
+  assert (independent["head"], nade["head"]) == ("independent", "nade")
+  assert independent["jax"]["frames_per_s"] > 0 and independent["num_frames"] == 8
+  assert nade["cost_vs_independent"] > 0
+  ops = {r["head"]: r for r in data["ops_per_frame"]}
+  assert 0 < ops["independent"]["ops_per_frame"] < ops["nade"]["ops_per_frame"]
+  assert ops["nade"]["data_dependent_loop_ops"]  # the NADE's loop over a frame's notes
+  command = data["train_command"]
+  assert command["train_command_frames_per_s"] > 0 and command["ratio"] > 0
+  assert {r["what"] for r in data["memory"]} == {"train step", "sampled batch"}
   if with_torch:
-    assert train_row["ratio_vs_best_torch"] > 0 and sample_row["ratio_vs_best_torch"] > 0
+    assert train_row["ratio_vs_best_torch"] > 0 and independent["ratio_vs_best_torch"] > 0
 
   scaling = data["scaling"]
   assert {r["seq_len"] for r in scaling["train_vs_seq_len"]} == {8}
@@ -59,6 +68,7 @@ def test_smallest_benchmark_writes_json_and_markdown(tmp_path):
   with open(paths["markdown"]) as f:
     text = f.read()
   assert "## Training" in text and "## Sampling" in text and "## Scaling" in text
+  assert "## Ops per generated frame" in text and "## Memory" in text
 
 
 @pytest.mark.skipif(not _has_torch(), reason="PyTorch is not installed")

@@ -145,7 +145,8 @@ def test_every_setting_is_a_generated_flag_and_every_flag_a_setting():
   assert _program_flags(train.define_flags) == _setting_flags(
       ModelConfig, DataConfig, config_lib.TrainConfig) | program
   assert _program_flags(sample.define_flags) == _setting_flags(
-      sampling.SampleSettings, generate.GenerateConfig) | {"workdir", "out_dir", "overwrite"}
+      sampling.SampleSettings, generate.GenerateConfig) | {"workdir", "pretrained", "out_dir",
+                                                          "overwrite"}
   assert _program_flags(prepare.define_flags) == _setting_flags(DataConfig) | {"stats_json"}
   assert "workdir" in _program_flags(evaluate.define_flags)
   # Derived fields are no flags: the duration grid comes from --steps_per_quarter alone.

@@ -1,0 +1,199 @@
+"""Listening pages: an index.html beside each report, to read the numbers and hear the music.
+
+Plain HTML, no script and nothing from the network: the page opens from disk in any
+browser. A music report's page shows, per model, its numbers, the piano roll and an audio
+player for each continuation, with the prime and a real held-out excerpt as references;
+any other report's page shows its markdown as HTML.
+
+    python -m experiments.pages experiments/results/study    # (re)writes index.html
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import os
+import re
+import sys
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto;
+       padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; }
+.entry { border-top: 1px solid #ddd; padding: 1rem 0; }
+.entry img { max-width: 100%; }
+audio { display: block; margin: 0.3rem 0; width: 28rem; }
+.numbers { color: #555; }
+code { background: #f4f4f4; padding: 0 0.2rem; }
+"""
+
+
+@dataclasses.dataclass
+class Entry:
+  """One model (or reference) on a page; paths relative to the page's folder."""
+
+  title: str
+  numbers: dict = dataclasses.field(default_factory=dict)
+  roll: str | None = None
+  audio: list[str] = dataclasses.field(default_factory=list)
+  text: str = ""
+
+
+def _entry(entry: Entry) -> str:
+  parts = [f'<div class="entry"><h3>{html.escape(entry.title)}</h3>']
+  if entry.numbers:
+    parts.append('<p class="numbers">' + " &middot; ".join(
+        f"{html.escape(k)}: <b>{html.escape(str(v))}</b>" for k, v in entry.numbers.items())
+                 + "</p>")
+  if entry.text:
+    parts.append(f"<p>{html.escape(entry.text)}</p>")
+  for i, path in enumerate(entry.audio):
+    label = html.escape(os.path.splitext(os.path.basename(path))[0])
+    parts.append(f'<figure><figcaption>{label}</figcaption><audio controls preload="metadata" '
+                 f'src="{html.escape(path)}"></audio></figure>')
+  if entry.roll:
+    parts.append(f'<img src="{html.escape(entry.roll)}" alt="piano roll of '
+                 f'{html.escape(entry.title)}" loading="lazy">')
+  parts.append("</div>")
+  return "\n".join(parts)
+
+
+def music_page(title: str, intro: str, references: list[Entry],
+               sections: list[tuple[str, list[Entry]]], report: str | None = None) -> str:
+  """A page: the intro, the references (prime, real music), then each section's entries."""
+  body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+  if report:
+    body.append(f'<p>The full report: <a href="{html.escape(report)}">'
+                f"{html.escape(report)}</a>.</p>")
+  if references:
+    body.append("<h2>References</h2>")
+    body += [_entry(e) for e in references]
+  for heading, entries in sections:
+    body.append(f"<h2>{html.escape(heading)}</h2>")
+    body += [_entry(e) for e in entries]
+  return _document(title, "\n".join(body))
+
+
+def _document(title: str, body: str) -> str:
+  return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+          f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+          f"{body}\n</body>\n</html>\n")
+
+
+def _inline(text: str) -> str:
+  """Markdown inline: code, bold, links and images, on escaped text."""
+  text = html.escape(text, quote=False)
+  text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img src="\2" alt="\1">', text)
+  text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
+  text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+  return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+
+
+def _table(rows: list[str]) -> str:
+  cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows
+           if not re.fullmatch(r"\|?[\s:|-]+\|?", r.strip())]
+  head, body = cells[0], cells[1:]
+  out = ["<table>", "<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"]
+  out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in body]
+  return "\n".join(out + ["</table>"])
+
+
+def markdown_to_html(markdown: str) -> str:
+  """The subset of markdown the reports use: headings, paragraphs, lists, tables, code."""
+  out, lines, i = [], markdown.splitlines(), 0
+  while i < len(lines):
+    line = lines[i]
+    if line.startswith("```"):
+      end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), len(lines))
+      out.append("<pre>" + html.escape("\n".join(lines[i + 1:end])) + "</pre>")
+      i = end + 1
+    elif line.startswith("|"):
+      end = next((j for j in range(i, len(lines)) if not lines[j].startswith("|")), len(lines))
+      out.append(_table(lines[i:end]))
+      i = end
+    elif line.startswith("#"):
+      level = len(line) - len(line.lstrip("#"))
+      out.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
+      i += 1
+    elif line.lstrip().startswith(("- ", "* ")):
+      end = next((j for j in range(i, len(lines))
+                  if not lines[j].lstrip().startswith(("- ", "* ")) and
+                  not (lines[j].startswith("  ") and lines[j].strip())), len(lines))
+      items = _items(lines[i:end])
+      out.append("<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in items) + "</ul>")
+      i = end
+    elif line.strip():
+      end = next((j for j in range(i, len(lines)) if not lines[j].strip() or
+                  lines[j].startswith(("#", "|", "```", "- "))), len(lines))
+      out.append("<p>" + _inline(" ".join(l.strip() for l in lines[i:end])) + "</p>")
+      i = end
+    else:
+      i += 1
+  return "\n".join(out)
+
+
+def _items(lines: list[str]) -> list[str]:
+  items = []
+  for line in lines:
+    if line.lstrip().startswith(("- ", "* ")):
+      items.append(line.lstrip()[2:].strip())
+    elif items:
+      items[-1] += " " + line.strip()
+  return items
+
+
+def report_page(markdown_path: str) -> str:
+  """index.html content for a report without music: its markdown as HTML."""
+  with open(markdown_path) as f:
+    markdown = f.read()
+  title = next((l.lstrip("#").strip() for l in markdown.splitlines() if l.startswith("#")),
+               os.path.basename(markdown_path))
+  return _document(title, markdown_to_html(markdown))
+
+
+def referenced_files(page: str) -> list[str]:
+  """Every local file a page points to (src= and href=, not web or in-page links)."""
+  found = re.findall(r'(?:src|href)="([^"]+)"', page)
+  return [html.unescape(p) for p in found if not p.startswith(("http:", "https:", "#", "data:"))]
+
+
+def write(folder: str, page: str, name: str = "index.html") -> str:
+  missing = [p for p in referenced_files(page) if not os.path.exists(os.path.join(folder, p))]
+  if missing:
+    raise FileNotFoundError(f"{folder}/{name} would point to missing files: {missing[:5]}")
+  path = os.path.join(folder, name)
+  with open(path, "w") as f:
+    f.write(page)
+  return path
+
+
+def samples_page(folder: str) -> str:
+  """index.html content for a folder the sampler wrote: each sample's roll and audio."""
+  import json  # pylint: disable=g-import-not-at-top
+  entries = []
+  for record_path in sorted(p for p in os.listdir(folder) if re.fullmatch(r"sample_\d+\.json", p)):
+    with open(os.path.join(folder, record_path)) as f:
+      record = json.load(f)
+    entries.append(Entry(
+        os.path.splitext(record_path)[0],
+        numbers={"model": record["model"]["model"], "temperature": record["temperature"],
+                 "notes": record["num_notes"], "quarters": round(record["length_quarters"], 1)},
+        roll=record.get("png"), audio=[record["audio"]] if record.get("audio") else []))
+  first = entries[0].numbers["model"] if entries else "?"
+  return music_page(f"Samples of a {first} model", f"{len(entries)} samples in {folder}; the "
+                    "prime is grey in each piano roll.", [], [("Samples", entries)])
+
+
+def main(argv: list[str]) -> None:
+  """pages.py REPORT.md ...  (a report's markdown as a page), or pages.py samples DIR."""
+  if argv[:1] == ["samples"]:
+    for folder in argv[1:]:
+      print(write(folder, samples_page(folder)))
+    return
+  for markdown_path in argv:
+    print(write(os.path.dirname(markdown_path) or ".", report_page(markdown_path)))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

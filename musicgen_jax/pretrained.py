@@ -1,0 +1,151 @@
+"""Trained models shipped inside the package, and how one is made from a workdir.
+
+    python -m musicgen_jax.sample --pretrained=list
+    python -m musicgen_jax.sample --pretrained=chorales --num_frames=256 --out_dir=O
+
+Each model is a folder of musicgen_jax/pretrained_models/: config.json (the run's
+RunConfig), params.npz (the parameters, numpy arrays named by their path in the tree:
+never pickle), prime.mid (a few bars it continues by default) and info.json (what it is,
+where its music comes from, its licence, its test NLL). Loading checks every array
+against the current model code's parameter shapes, so a model change cannot silently
+break a shipped model.
+
+    python -m musicgen_jax.pretrained --workdir=W --name=NAME --prime_midi=F \
+        --description=... --source=... --licence=...       # writes a new model folder
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+from absl import flags
+
+from musicgen_jax import cli
+from musicgen_jax import workdir as workdir_lib
+from musicgen_jax.config import RunConfig
+from musicgen_jax.models import init_params
+
+MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
+FILES = ("config.json", "params.npz", "prime.mid", "info.json")
+
+
+def names() -> list[str]:
+  if not os.path.isdir(MODELS_DIR):
+    return []
+  return sorted(n for n in os.listdir(MODELS_DIR)
+                if os.path.isfile(os.path.join(MODELS_DIR, n, "info.json")))
+
+
+def model_dir(name: str) -> str:
+  if name not in names():
+    raise ValueError(f"no pretrained model {name!r}; choose one of {', '.join(names())} "
+                     "(--pretrained=list describes them)")
+  return os.path.join(MODELS_DIR, name)
+
+
+def info(name: str) -> dict:
+  """info.json of a shipped model, with its size on disk."""
+  folder = model_dir(name)
+  with open(os.path.join(folder, "info.json")) as f:
+    described = json.load(f)
+  described["size_bytes"] = sum(os.path.getsize(os.path.join(folder, f)) for f in FILES)
+  return described
+
+
+def prime_path(name: str) -> str:
+  return os.path.join(model_dir(name), "prime.mid")
+
+
+def _key(path) -> str:
+  return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
+def _flatten(tree) -> dict:
+  """{'layer_0/hi/kernel': leaf, ...}: each leaf named by its path in the tree."""
+  return {_key(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def load(name: str) -> workdir_lib.TrainedRun:
+  """The shipped model as a TrainedRun; ValueError if its arrays no longer fit the code."""
+  folder = model_dir(name)
+  config = RunConfig.load(folder)
+  expected = jax.eval_shape(lambda: init_params(config.model, jax.random.key(0)))
+  with np.load(os.path.join(folder, "params.npz"), allow_pickle=False) as stored:
+    arrays = {k: stored[k] for k in stored.files}
+  shapes = {k: tuple(v.shape) for k, v in _flatten(expected).items()}
+  if shapes != {k: tuple(v.shape) for k, v in arrays.items()}:
+    missing = sorted(set(shapes) - set(arrays))
+    extra = sorted(set(arrays) - set(shapes))
+    raise ValueError(f"the pretrained {name!r} does not fit this version's {config.model.model} "
+                     f"(missing {missing[:3]}, unexpected {extra[:3]}, or other shapes)")
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(expected)
+  params = jax.tree_util.tree_unflatten(treedef, [arrays[_key(path)] for path, _ in leaves])
+  return workdir_lib.TrainedRun(config=config, params=params, step=info(name)["step"],
+                                workdir=folder)
+
+
+def export(workdir: str, name: str, prime_midi: str, described: dict,
+           models_dir: str = MODELS_DIR) -> str:
+  """Writes W's best checkpoint as a shipped model; returns its folder."""
+  from musicgen_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
+  run = workdir_lib.load_run(workdir)
+  folder = os.path.join(models_dir, name)
+  os.makedirs(folder, exist_ok=True)
+  run.config.save(folder)
+  np.savez_compressed(os.path.join(folder, "params.npz"),
+                      **{k: np.asarray(v) for k, v in _flatten(run.params).items()})
+  shutil.copy(prime_midi, os.path.join(folder, "prime.mid"))
+  test = evaluate.evaluate_pieces(run.config.model, run.params,
+                                  load_dataset(run.config.data)["test"])
+  described = dict(described, name=name, step=run.step, model=run.config.model.model,
+                   note_head=run.config.model.note_head,
+                   test_nll=round(test["nll"], 4), test_nll_notes=round(test["nll_notes"], 4),
+                   num_params=int(sum(np.size(x) for x in jax.tree.leaves(run.params))))
+  with open(os.path.join(folder, "info.json"), "w") as f:
+    json.dump(described, f, indent=2)
+    f.write("\n")
+  return folder
+
+
+def describe_all() -> str:
+  """The --pretrained=list table."""
+  lines = [f"{'name':<10} {'model':<22} {'test NLL':>9} {'size':>8}  music"]
+  for name in names():
+    i = info(name)
+    lines.append(f"{name:<10} {i['model'] + ', ' + i['note_head'] + ' head':<22} "
+                 f"{i['test_nll']:>9.3f} {i['size_bytes'] / 2**20:>6.1f}MB  {i['description']}")
+  return "\n".join(lines)
+
+
+# The export program ---------------------------------------------------------------------
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  for name, help_text in (
+      ("workdir", "The trained run to ship (its best checkpoint)."),
+      ("name", "The model's name (a folder of pretrained_models/)."),
+      ("prime_midi", "A few bars it continues by default (shipped as prime.mid)."),
+      ("description", "What the model writes, in a few words."),
+      ("source", "Where its training music comes from."),
+      ("licence", "The licence of that music.")):
+    flags.DEFINE_string(name, None, help_text, flag_values=flag_values)
+
+
+def main(flag_values: flags.FlagValues) -> None:
+  cli.require(flag_values, "workdir", "name", "prime_midi", "description", "source", "licence")
+  folder = export(flag_values.workdir, flag_values.name, flag_values.prime_midi,
+                  {k: flag_values[k].value for k in ("description", "source", "licence")})
+  print(json.dumps(info(os.path.basename(folder))))
+
+
+def run():
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  run()
