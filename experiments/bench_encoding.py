@@ -48,19 +48,22 @@ _NUM_WORKERS = flags.DEFINE_integer(
 _REPEATS = flags.DEFINE_integer(
     "repeats", 2, "Times each timing is repeated; the fastest is reported "
     "(the machine may be shared).", lower_bound=1)
+_COPIES_TO = flags.DEFINE_integer(
+    "copies_to", 10000, "Also encode a folder of this many files (copies of the data) with "
+    "all cores, then reload it from the cache; 0 = skip.", lower_bound=0)
 _STEPS_PER_QUARTER = flags.DEFINE_integer(
     "steps_per_quarter", 12, "Quantisation grid used for encoding.",
     lower_bound=1)
 
 
-def bench_ours(files) -> dict:
-  """Single-process encode_midi over the files."""
+def bench_ours(files, reader: str = "auto") -> dict:
+  """Single-process encode_midi over the files, with the given MIDI reader."""
   frames = notes = failed = 0
   start = time.perf_counter()
   for f in files:
     try:
       encoded, stats = encoding.encode_midi(
-          f.path, steps_per_quarter=_STEPS_PER_QUARTER.value, name=f.name)
+          f.path, steps_per_quarter=_STEPS_PER_QUARTER.value, name=f.name, reader=reader)
     except encoding.MidiError as e:
       logging.warning("ours: %s", e)
       failed += 1
@@ -133,6 +136,23 @@ def bench_load(data_dir: str, num_workers: int, cache_dir: str) -> dict:
           "pieces": dataset.summary["num_pieces"]}
 
 
+def bench_many(files, count: int, workers: int) -> dict:
+  """load_dataset over `count` files (copies of `files`) on all cores, then from the cache."""
+  with tempfile.TemporaryDirectory() as root:
+    folder = os.path.join(root, "midi")
+    for i in range(count):
+      f = files[i % len(files)]
+      target = os.path.join(folder, f"copy_{i // len(files):04d}", os.path.basename(f.path))
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      with open(f.path, "rb") as src, open(target, "wb") as dst:
+        dst.write(src.read())
+    cache = os.path.join(root, "cache")
+    first = bench_load(folder, workers, cache)
+    again = bench_load(folder, workers, cache)
+  return {"files": count, "first": first, "cached": again,
+          "files_per_s": count / first["seconds"], "reload_seconds": again["seconds"]}
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -148,7 +168,10 @@ def main(argv):
                total_bytes / 1e6, data_dir, cores)
 
   load_before = os.getloadavg()
-  ours = fastest(lambda: bench_ours(files))
+  from musicgen_jax import midi  # pylint: disable=g-import-not-at-top
+  ours = fastest(lambda: bench_ours(files, "auto"))
+  ours["reader"] = midi.reader_in_use("auto")
+  reference = fastest(lambda: bench_ours(files, "mido"))
   pm = bench_pretty_midi(files)
   if pm is not None:
     pm = fastest(lambda: bench_pretty_midi(files))
@@ -167,9 +190,12 @@ def main(argv):
                                   "after": os.getloadavg()},
       "repeats": _REPEATS.value,
       "steps_per_quarter": _STEPS_PER_QUARTER.value,
-      "ours_single_process": ours, "pretty_midi": pm,
+      "ours_single_process": ours, "ours_mido_single_process": reference,
+      "pretty_midi": pm,
       "ratio_ours_over_pretty_midi_files_per_s":
           ours["files_per_s"] / pm["files_per_s"] if pm else None,
+      "ratio_mido_reader_over_pretty_midi_files_per_s":
+          reference["files_per_s"] / pm["files_per_s"] if pm else None,
       "load_dataset_1_process": load_single,
       "load_dataset_all_cores": load_multi,
       "load_dataset_cached": load_cached,
@@ -177,15 +203,20 @@ def main(argv):
       "load_dataset_first_all_cores": first_load,
       "cache_reload_ratio": first_load["seconds"] / load_cached["seconds"],
   }
+  many = bench_many(files, _COPIES_TO.value, workers) if _COPIES_TO.value else None
+  results["many_files"] = many
   rows = [
-      ("encode_midi, 1 process", f"{ours['seconds']:.2f} s",
+      (f"encode_midi ({ours['reader']}), 1 process", f"{ours['seconds']:.2f} s",
        f"{ours['files_per_s']:.1f} files/s, {ours['frames_per_s']:.0f} "
        "frames/s"),
+      ("encode_midi (mido), 1 process", f"{reference['seconds']:.2f} s",
+       f"{reference['files_per_s']:.1f} files/s"),
   ]
   if pm:
     rows.append(("pretty_midi.PrettyMIDI parse", f"{pm['seconds']:.2f} s",
                  f"{pm['files_per_s']:.1f} files/s; ours/pretty_midi = "
-                 f"{results['ratio_ours_over_pretty_midi_files_per_s']:.2f}x"))
+                 f"{results['ratio_ours_over_pretty_midi_files_per_s']:.2f}x (mido reader "
+                 f"{results['ratio_mido_reader_over_pretty_midi_files_per_s']:.2f}x)"))
   rows += [
       ("load_dataset, 1 process", f"{load_single['seconds']:.2f} s",
        f"{len(files) / load_single['seconds']:.1f} files/s"),
@@ -198,6 +229,10 @@ def main(argv):
        f"first load ({first_load['seconds']:.2f} s) / cached = "
        f"{results['cache_reload_ratio']:.0f}x"),
   ]
+  if many:
+    rows += [(f"load_dataset, {many['files']} files", f"{many['first']['seconds']:.1f} s",
+              f"{many['files_per_s']:.0f} files/s on {workers} processes; cached reload "
+              f"{many['reload_seconds']:.2f} s")]
   lines = [f"{len(files)} files, {ours['frames']} frames, {ours['notes']} "
            f"notes ({data_dir}); {cores} cores, load average "
            f"{load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after; "

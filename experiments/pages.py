@@ -143,13 +143,20 @@ def _items(lines: list[str]) -> list[str]:
   return items
 
 
-def report_page(markdown_path: str) -> str:
-  """index.html content for a report without music: its markdown as HTML."""
-  with open(markdown_path) as f:
-    markdown = f.read()
-  title = next((l.lstrip("#").strip() for l in markdown.splitlines() if l.startswith("#")),
-               os.path.basename(markdown_path))
-  return _document(title, markdown_to_html(markdown))
+def report_page(*markdown_paths: str) -> str:
+  """index.html content for reports without music: their markdown as HTML, one after another."""
+  texts = []
+  for path in markdown_paths:
+    with open(path) as f:
+      texts.append(f.read())
+  title = next((l.lstrip("#").strip() for l in texts[0].splitlines() if l.startswith("#")),
+               os.path.basename(markdown_paths[0]))
+  if len(texts) > 1:
+    links = " &middot; ".join(f'<a href="{html.escape(os.path.basename(p))}">'
+                              f"{html.escape(os.path.basename(p))}</a>" for p in markdown_paths)
+    body = f"<p>Reports: {links}</p>\n" + "\n<hr>\n".join(map(markdown_to_html, texts))
+    return _document("Reports", body)
+  return _document(title, markdown_to_html(texts[0]))
 
 
 def referenced_files(page: str) -> list[str]:
@@ -186,13 +193,16 @@ def samples_page(folder: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-  """pages.py REPORT.md ...  (a report's markdown as a page), or pages.py samples DIR."""
+  """pages.py REPORT.md ...  (reports' markdown as a page per folder), or pages.py samples DIR."""
   if argv[:1] == ["samples"]:
     for folder in argv[1:]:
       print(write(folder, samples_page(folder)))
     return
+  folders: dict[str, list[str]] = {}
   for markdown_path in argv:
-    print(write(os.path.dirname(markdown_path) or ".", report_page(markdown_path)))
+    folders.setdefault(os.path.dirname(markdown_path) or ".", []).append(markdown_path)
+  for folder, paths in folders.items():
+    print(write(folder, report_page(*paths)))
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ def run_recipe(name: str, results: runner.Results) -> dict:
   trained, train_seconds = runner.run_program("musicgen_jax.train", args,
                                               os.path.join(workdir, "train.log"))
   scored = score(workdir)
+  scored["samples"] = sample(workdir)
   curve = [{k: r[k] for k in ("step", "train_loss", "valid_nll") if k in r}
            for r in runner.metrics_records(workdir)]
   result = {"name": name, "description": description(name),
@@ -119,6 +120,48 @@ def run_recipe(name: str, results: runner.Results) -> dict:
             "train_seconds": train_seconds,
             "wall_seconds": train_seconds + scored["eval_seconds"], **scored, "curve": curve}
   return results.save(workdir, key, result)
+
+
+PAGE_SAMPLES = 2  # continuations per recipe on the listening page
+PAGE_PRIME, PAGE_FRAMES = 16, 64  # frames of the first test piece given, frames sampled
+
+
+def sample(workdir: str) -> str:
+  """Continuations of the first test piece's opening (MIDI, roll, audio) in W/samples."""
+  from musicgen_jax import generate  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(workdir, "samples")
+  generate.sample_workdir(workdir, folder, overwrite=True, num_samples=PAGE_SAMPLES,
+                          num_frames=PAGE_FRAMES, prime_split="test", prime_piece=0,
+                          prime_frames=PAGE_PRIME)
+  return folder
+
+
+def write_page(rows: list[dict], report_dir: str) -> None:
+  """index.html beside the report: per recipe its numbers, rolls and audio."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from experiments import pages  # pylint: disable=g-import-not-at-top
+  sections = {}
+  for r in rows:
+    folder = os.path.join(report_dir, r["name"])
+    os.makedirs(folder, exist_ok=True)
+    for i in range(PAGE_SAMPLES):
+      for ext in ("png", "ogg", "mid"):
+        src = os.path.join(r["samples"], f"sample_{i:03d}.{ext}")
+        if os.path.exists(src) and (ext != "png" or i == 0):
+          shutil.copy(src, folder)
+    sounds = [f"{r['name']}/sample_{i:03d}.ogg" for i in range(PAGE_SAMPLES)
+              if os.path.exists(os.path.join(folder, f"sample_{i:03d}.ogg"))]
+    sections.setdefault(r["dataset"], []).append(pages.Entry(
+        f"{r['name']}: {r['model']}, {r['note_head']} head",
+        numbers={"test NLL (88 keys)": f"{r['test']['nll_notes_88']:.2f}",
+                 "valid": f"{r['valid']['nll_notes_88']:.2f}"},
+        roll=f"{r['name']}/sample_000.png", audio=sounds, text=r.get("description", "")))
+  page = pages.music_page(
+      "Polyphonic-music benchmarks: what the models write", f"Each model continues the first "
+      f"{PAGE_PRIME} time steps of the first test piece for {PAGE_FRAMES} more (every time "
+      "step one frame of a quarter note at 120 bpm).", [], list(sections.items()),
+      report=os.path.basename(FLAGS.out) + ".md")
+  pages.write(report_dir, page)
 
 
 def best_by_validation(rows: list[dict]) -> dict:
@@ -233,6 +276,7 @@ def main(argv):
   if all(os.path.exists(os.path.join(data_dir, f)) for f in DATA.values()):
     meta["baselines"] = {d: baselines(os.path.join(data_dir, f)) for d, f in DATA.items()}
   write_report(rows, meta)
+  write_page(rows, os.path.dirname(os.path.abspath(FLAGS.out)))
   print(FLAGS.out + ".md")
 
 
