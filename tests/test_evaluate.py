@@ -109,3 +109,21 @@ def test_empty_input_is_an_error():
   cfg = ModelConfig(hidden_size=4, num_layers=1)
   with pytest.raises(ValueError, match="no piece has two or more frames"):
     eval_lib.evaluate_pieces(cfg, None, [toy_frames(0, 1)])
+
+
+@pytest.mark.parametrize("model", ["lstm", "transformer"])
+def test_the_sampler_sees_what_the_evaluator_scores(model):
+  """Feeding a piece several windows long through the sampler's step function predicts
+  exactly what the (chunked) evaluator scores: one context definition for both."""
+  from musicgen_jax.models import decode_step, init_carry  # pylint: disable=g-import-not-at-top
+  cfg = ModelConfig(model=model, hidden_size=8, num_layers=2, num_heads=2, seq_len=5,
+                    max_duration_steps=12)
+  params = init_params(cfg, jax.random.key(3))
+  piece = toy_frames(11, 37)  # more than 7 windows of seq_len
+  step = jax.jit(lambda frame, carry: decode_step(cfg, params, frame, carry))
+  carry, total = init_carry(cfg, 1), 0.0
+  for t in range(len(piece) - 1):
+    pred, carry = step(jnp.asarray(piece[None, t]), carry)
+    total += float(losses.frame_terms(pred, jnp.asarray(piece[None, t + 1]))["nll"][0])
+  scored = eval_lib.evaluate_pieces(cfg, params, [piece], chunk=4)
+  assert scored["nll"] == pytest.approx(total / (len(piece) - 1), rel=1e-5)

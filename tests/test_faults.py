@@ -327,16 +327,19 @@ def test_non_finite_validation_stops_the_run(tmp_path):
 
 
 def test_same_tick_on_then_off_does_not_cut_the_note():
+  """An on and then an off of one pitch at one tick: the off applies first (closing nothing
+  here), so the note lasts until its real off, not one grid step."""
   midi = mido.MidiFile(ticks_per_beat=480)
   track = mido.MidiTrack()
   midi.tracks.append(track)
-  track.append(mido.Message("note_on", note=60, velocity=80, time=0))
-  track.append(mido.Message("note_on", note=60, velocity=80, time=480))  # re-strike, and in
-  track.append(mido.Message("note_off", note=60, velocity=0, time=0))  # file order an off
+  track.append(mido.Message("note_on", note=64, velocity=80, time=0))
+  track.append(mido.Message("note_on", note=60, velocity=80, time=480))  # on, then in file
+  track.append(mido.Message("note_off", note=60, velocity=0, time=0))  # order an off
+  track.append(mido.Message("note_off", note=64, velocity=0, time=0))
   track.append(mido.Message("note_off", note=60, velocity=0, time=960))  # the real end
-  frames = midi_to_frames(midi)
-  assert frames.shape[0] == 2
-  np.testing.assert_allclose(frames[:, 106], [1.0, 2.0])  # the second note lasts 2 quarters
+  for reader in ("mido", "auto"):
+    frames = midi_to_frames(midi, reader=reader)
+    np.testing.assert_allclose(frames[:, 106], [1.0, 2.0])  # 60 lasts 2 quarters, not 1/12
 
 
 # 9. Pitches no piano has.
