@@ -49,8 +49,9 @@ flags.DEFINE_string("recipe_dir", RECIPES, "Folder of recipe flagfiles (e.g. "
                     "experiments/benchmarks/ablations).")
 flags.DEFINE_string("runs_dir", os.path.join(runner.REPO, "runs", "benchmarks"),
                     "Workdirs go to RUNS/<recipe>.")
-flags.DEFINE_string("out", os.path.join(runner.REPO, "experiments", "results", "benchmarks"),
-                    "Writes OUT.md and OUT.json.")
+flags.DEFINE_string("out", os.path.join(runner.REPO, "experiments", "results", "benchmarks",
+                                         "benchmarks"),
+                    "Writes OUT.md and OUT.json, and index.html with the samples beside them.")
 flags.DEFINE_string("data_dir", None, "Folder holding jsb_chorales.json and nottingham.json "
                     "(default: the recipes' own --data_path).")
 flags.DEFINE_bool("report_only", False, "Train nothing: write the report from the recipes "
