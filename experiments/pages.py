@@ -5,7 +5,12 @@ browser. A music report's page shows, per model, its numbers, the piano roll and
 player for each continuation, with the prime and a real held-out excerpt as references;
 any other report's page shows its markdown as HTML.
 
-    python -m experiments.pages experiments/results/study    # (re)writes index.html
+    python -m experiments.pages experiments/results/study/results.md   # (re)writes index.html
+    python -m experiments.pages samples runs/quickstart/samples         # a sampler's folder
+    python -m experiments.pages check experiments/results/study/index.html [--screenshot=P]
+
+`check` opens a page as a person would, in headless Chromium (or Chrome), and prints the
+duration the browser reads for each audio player; it fails when one does not play.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import dataclasses
 import html
 import os
 import re
+import shutil
+import subprocess
 import sys
 
 STYLE = """
@@ -192,8 +199,84 @@ def samples_page(folder: str) -> str:
                     "prime is grey in each piano roll.", [], [("Samples", entries)])
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+# Injected into a temporary copy of the page only (the pages themselves carry no script):
+# each audio element's duration, or its error code, as an attribute --dump-dom shows.
+_MARK_AUDIO = """<script>
+for (const a of document.querySelectorAll('audio')) {
+  const mark = () => { a.dataset.duration = a.duration.toFixed(2); };
+  if (a.readyState >= 1) mark(); else a.addEventListener('loadedmetadata', mark);
+  a.addEventListener('error', () => { a.dataset.error = String(a.error ? a.error.code : '?'); });
+  if (a.error) a.dataset.error = String(a.error.code);
+}
+</script>"""
+
+
+def find_browser() -> str | None:
+  return next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+
+
+def _browser(browser: str, url: str, *extra: str, timeout: float = 120) -> str:
+  command = [browser, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--allow-file-access-from-files",
+             "--virtual-time-budget=10000", *extra, url]
+  done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+  if done.returncode != 0:
+    raise RuntimeError(f"{os.path.basename(browser)} failed (rc {done.returncode}): "
+                       f"{done.stderr.strip()[-400:]}")
+  return done.stdout
+
+
+def check_in_browser(page_path: str, screenshot: str | None = None,
+                     browser: str | None = None) -> list[dict]:
+  """Opens the page from disk in a headless browser: per audio element its src and the
+  duration the browser read (None, with the error code, where it could not play it)."""
+  browser = browser or find_browser()
+  if browser is None:
+    raise FileNotFoundError(f"no browser found (looked for {', '.join(BROWSERS)})")
+  page_path = os.path.abspath(page_path)
+  with open(page_path) as f:
+    text = f.read()
+  probe = os.path.join(os.path.dirname(page_path), ".browser_check.html")
+  with open(probe, "w") as f:
+    f.write(text.replace("</body>", _MARK_AUDIO + "\n</body>"))
+  try:
+    dom = _browser(browser, "file://" + probe, "--dump-dom")
+    if screenshot:
+      _browser(browser, "file://" + page_path, f"--screenshot={os.path.abspath(screenshot)}",
+               "--window-size=1280,2400", "--hide-scrollbars")
+  finally:
+    os.remove(probe)
+  found = []
+  for tag in re.findall(r"<audio\b[^>]*>", dom):
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', tag))
+    duration = attrs.get("data-duration")
+    found.append({"src": html.unescape(attrs.get("src", "")),
+                  "duration_s": float(duration) if duration else None,
+                  "error": attrs.get("data-error")})
+  return found
+
+
+def _check(argv: list[str]) -> int:
+  screenshot = next((a.split("=", 1)[1] for a in argv if a.startswith("--screenshot=")), None)
+  failed = 0
+  for page in (a for a in argv if not a.startswith("--")):
+    players = check_in_browser(page, screenshot)
+    for p in players:
+      state = (f"{p['duration_s']:.1f} s" if p["duration_s"] is not None else
+               f"does not play (error {p['error']})")
+      print(f"{page}: {p['src']}: {state}")
+    bad = [p for p in players if p["duration_s"] is None or p["duration_s"] <= 0]
+    failed += len(bad)
+    print(f"{page}: {len(players) - len(bad)} of {len(players)} audio players play")
+  return 1 if failed else 0
+
+
 def main(argv: list[str]) -> None:
-  """pages.py REPORT.md ...  (reports' markdown as a page per folder), or pages.py samples DIR."""
+  """pages.py REPORT.md ...  (reports' markdown as a page per folder), pages.py samples DIR,
+  or pages.py check PAGE... [--screenshot=PNG]."""
+  if argv[:1] == ["check"]:
+    sys.exit(_check(argv[1:]))
   if argv[:1] == ["samples"]:
     for folder in argv[1:]:
       print(write(folder, samples_page(folder)))

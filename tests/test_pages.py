@@ -64,3 +64,28 @@ def test_every_committed_page_parses_and_its_files_exist():
   # Every report has its page.
   for report in RESULTS.rglob("*.md"):
     assert (report.parent / "index.html").exists(), report
+
+
+@pytest.mark.skipif(pages.find_browser() is None, reason="no Chromium or Chrome installed")
+def test_a_browser_plays_the_audio_of_a_page(tmp_path):
+  """Headless Chromium opens a page from disk: a rendered OGG reports its duration, a
+  broken one is reported as not playing."""
+  from musicgen_jax import audio, frames_to_midi  # pylint: disable=g-import-not-at-top
+  if not audio.available():
+    pytest.skip("the audio extra is not installed")
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  frames = np.zeros((4, 107), np.float32)
+  frames[:, 39] = 1.0
+  frames[:, 106] = 2.0  # four half notes at 120 bpm: 4 s
+  frames_to_midi(frames).save(str(tmp_path / "a.mid"))
+  audio.render_midi(str(tmp_path / "a.mid"), str(tmp_path / "a.ogg"))
+  (tmp_path / "broken.ogg").write_bytes(b"not audio")
+  pages.write(str(tmp_path), pages.music_page(
+      "t", "i", [], [("s", [pages.Entry("x", audio=["a.ogg", "broken.ogg"])])]))
+  players = pages.check_in_browser(str(tmp_path / "index.html"),
+                                   screenshot=str(tmp_path / "shot.png"))
+  assert [p["src"] for p in players] == ["a.ogg", "broken.ogg"]
+  assert players[0]["duration_s"] == pytest.approx(4.0, abs=1.0)  # plus the release tail
+  assert players[1]["duration_s"] is None and players[1]["error"]
+  assert (tmp_path / "shot.png").stat().st_size > 0
+  assert not (tmp_path / ".browser_check.html").exists()
