@@ -5,9 +5,6 @@ of ../shared/data/piano-midi):
 
     python -m experiments.bench_encoding [--data_dir=DIR] [--out=bench.json]
 
-(or `python experiments/bench_encoding.py ...` once the package is installed
-with `pip install -e '.[bench]'`).
-
 It measures, on the same files in the same run:
   1. our single-process encoder (`encode_midi`, parse + quantise + frames) in
      files/s and frames/s, next to `pretty_midi.PrettyMIDI` parsing the same

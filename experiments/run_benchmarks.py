@@ -97,7 +97,7 @@ def score(workdir: str) -> dict:
 
 def run_recipe(name: str, results: runner.Results) -> dict:
   workdir = os.path.join(FLAGS.runs_dir, name)
-  key = runner.file_digest(recipe_path(name))
+  key = runner.flagfile_digest(recipe_path(name))
   done = results.load(workdir, key)
   if done is not None or FLAGS.report_only:
     if done is None:
@@ -139,19 +139,10 @@ def sample(workdir: str) -> str:
 
 def write_page(rows: list[dict], report_dir: str) -> None:
   """index.html beside the report: per recipe its numbers, rolls and audio."""
-  import shutil  # pylint: disable=g-import-not-at-top
   from experiments import pages  # pylint: disable=g-import-not-at-top
   sections = {}
   for r in rows:
-    folder = os.path.join(report_dir, r["name"])
-    os.makedirs(folder, exist_ok=True)
-    for i in range(PAGE_SAMPLES):
-      for ext in ("png", "ogg", "mid"):
-        src = os.path.join(r["samples"], f"sample_{i:03d}.{ext}")
-        if os.path.exists(src) and (ext != "png" or i == 0):
-          shutil.copy(src, folder)
-    sounds = [f"{r['name']}/sample_{i:03d}.ogg" for i in range(PAGE_SAMPLES)
-              if os.path.exists(os.path.join(folder, f"sample_{i:03d}.ogg"))]
+    sounds = pages.copy_samples(r["samples"], report_dir, r["name"], PAGE_SAMPLES)
     sections.setdefault(r["dataset"], []).append(pages.Entry(
         f"{r['name']}: {r['model']}, {r['note_head']} head",
         numbers={"test NLL (88 keys)": f"{r['test']['nll_notes_88']:.2f}",
@@ -235,15 +226,39 @@ def _runs(rows: list[dict]) -> list[str]:
   return lines
 
 
+def _ablations(rows: list[dict]) -> list[str]:
+  """Each recipe against the `*_base` recipe of its folder (an ablation set), else nothing."""
+  bases = [r for r in rows if r["name"].endswith("_base")]
+  if not bases:
+    return []
+  base = bases[0]
+  lines = ["## Each choice against the base recipe", "",
+           f"Change of NLL (88 keys) when one choice of `{base['name']}` is undone; positive "
+           "means the choice helps. Validation decides; the test column is shown beside it.",
+           "", "| recipe | valid NLL | change (valid) | test NLL | change (test) |",
+           "|---|---|---|---|---|"]
+  for r in rows:
+    dv = r["valid"]["nll_notes_88"] - base["valid"]["nll_notes_88"]
+    dt = r["test"]["nll_notes_88"] - base["test"]["nll_notes_88"]
+    lines.append(f"| {r['name']} | {r['valid']['nll_notes_88']:.3f} | {dv:+.3f} | "
+                 f"{r['test']['nll_notes_88']:.3f} | {dt:+.3f} |")
+  return lines + [""]
+
+
 def write_report(rows: list[dict], meta: dict) -> None:
-  lines = ["# Polyphonic-music benchmarks: frame-level test NLL", "",
+  ablations = _ablations(rows)
+  title = "Ablations" if ablations else "Polyphonic-music benchmarks"
+  lines = [f"# {title}: frame-level test NLL", "",
            f"Made by `{meta['command']}` on {meta['date']} ({meta['machine']}; load average "
            f"{meta['load_start']} at the start).", "",
            "Test NLL in nats per frame over the 88 piano keys, the first frame of each piece "
            "not scored, frame-weighted over the test split, from the checkpoint with the "
            "best validation NLL; for each model and head the recipe with the lowest "
            "validation NLL is shown (the test split chooses nothing).", ""]
-  lines += _table(rows, meta.get("baselines", {})) + ["", "## Targets", ""] + _targets(rows)
+  if ablations:
+    lines += ablations
+  else:
+    lines += _table(rows, meta.get("baselines", {})) + ["", "## Targets", ""] + _targets(rows)
   lines += ["", "## Every recipe", "", "Wall time: training (from scratch, compilation "
             "included) plus scoring the test split, on the machine above. Commands: "
             "`python -m musicgen_jax.train --flagfile=experiments/benchmarks/<recipe>.flags "

@@ -38,9 +38,12 @@ def parse_flagfile(path: str) -> dict[str, str]:
   return values
 
 
-def file_digest(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()[:16]
+def flagfile_digest(path: str) -> str:
+  """A digest of a flagfile's settings: comments and blank lines do not count, so a recipe's
+  notes (e.g. its measured result) can be edited without invalidating the runs made with it."""
+  with open(path) as f:
+    settings = [line.strip() for line in f if line.strip() and not line.strip().startswith("#")]
+  return hashlib.sha256("\n".join(settings).encode()).hexdigest()[:16]
 
 
 def run_program(module: str, args: list[str], log_path: str) -> tuple[dict, float]:

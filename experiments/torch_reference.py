@@ -15,7 +15,7 @@ calls the model once per generated frame:
 It is not a library module; experiments/benchmark.py imports it to time against
 the JAX implementation. Run it alone as a smoke test (a few seconds on a CPU):
 
-    python experiments/torch_reference.py
+    python -m experiments.torch_reference
 
 Needs PyTorch (`pip install torch`); the benchmark skips it when torch is missing.
 """
