@@ -85,11 +85,18 @@ def memory(programs, models=("lstm", "transformer"), seq_len: int = 1024,
   rows = []
   device_peak_bytes, rss_peak_bytes = programs.device_peak_bytes, programs.rss_peak_bytes
   for model in models:
-    entry = programs.train(model, seq_len, batch)
-    programs.run_train(entry, 1)
-    rows.append({"what": "train step", "model": model, "seq_len": seq_len, "batch_size": batch,
-                 "xla": entry["memory"], "device_peak_bytes": device_peak_bytes(),
-                 "rss_peak_bytes": rss_peak_bytes()})
+    row = {"what": "train step", "model": model, "seq_len": seq_len, "batch_size": batch,
+           "xla": None}
+    try:
+      entry = programs.train(model, seq_len, batch)  # compiles and runs one step
+      row["xla"] = entry["memory"]
+      programs.run_train(entry, 1)
+    except Exception as e:  # pylint: disable=broad-except  # e.g. RESOURCE_EXHAUSTED on a CPU
+      logging.info("memory: %s train step does not fit: %s", model, str(e)[:200])
+      row["does_not_fit"] = str(e).splitlines()[0][:200]
+    programs.drop(("train", model, seq_len, batch))
+    rows.append(dict(row, device_peak_bytes=device_peak_bytes(),
+                     rss_peak_bytes=rss_peak_bytes()))
     sampler = programs.sampler(model, batch, seq_len)
     jax.block_until_ready(sampler["run"]())
     rows.append({"what": "sampled batch", "model": model, "num_frames": seq_len,

@@ -79,6 +79,8 @@ def _extra_sections(results: dict) -> list[str]:
                    f"{r.get('seq_len', r.get('num_frames'))} | {_mib(x.get('arguments'))} | "
                    f"{_mib(x.get('outputs'))} | {_mib(x.get('temps'))} | "
                    f"{_mib(r['device_peak_bytes'])} | {_mib(r['rss_peak_bytes'])} |")
+    lines += [f"\n{r['model']} {r['what']} did not fit: {r['does_not_fit']}"
+              for r in results["memory"] if r.get("does_not_fit")]
   largest = results.get("largest_batch")
   if largest:
     lines += ["", f"## Training at the largest batch that fits", "",

@@ -82,6 +82,60 @@ def music_page(title: str, intro: str, references: list[Entry],
   return _document(title, "\n".join(body))
 
 
+PAGE_COMPRESSION = 1.0  # report pages: the smallest OGG (~30 kbit/s at 22 kHz), fine for piano
+
+
+def copy_samples(samples_dir: str, report_dir: str, name: str, count: int) -> list[str]:
+  """Copies the first `count` samples of a run (MIDI; the first piano roll) to REPORT/name,
+  renders their audio small for the page, and returns the audio paths relative to REPORT."""
+  from musicgen_jax import audio  # pylint: disable=g-import-not-at-top
+  out = os.path.join(report_dir, name)
+  os.makedirs(out, exist_ok=True)
+  sounds = []
+  for i in range(count):
+    stem = f"sample_{i:03d}"
+    midi = os.path.join(samples_dir, stem + ".mid")
+    if not os.path.exists(midi):
+      continue
+    shutil.copy(midi, out)
+    if i == 0 and os.path.exists(os.path.join(samples_dir, stem + ".png")):
+      shutil.copy(os.path.join(samples_dir, stem + ".png"), out)
+    if audio.available():
+      audio.render_midi(midi, os.path.join(out, stem + ".ogg"),
+                        compression_level=PAGE_COMPRESSION)
+      sounds.append(f"{name}/{stem}.ogg")
+  return sounds
+
+
+def references(report_dir: str, prime_file: str, prime_frames: int, held_out: list,
+               length: int, with_velocity: bool = False) -> list[Entry]:
+  """The prime and the start of the longest held-out piece, as MIDI, piano roll and audio
+  (at their own tempo) in REPORT/reference: what the models continue, and real music."""
+  from musicgen_jax import audio, plotting  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.encoding import encode_midi, frames_to_midi  # pylint: disable=g-import-not-at-top
+  out = os.path.join(report_dir, "reference")
+  os.makedirs(out, exist_ok=True)
+  prime, stats = encode_midi(prime_file, with_velocity=with_velocity)
+  piece = max(held_out, key=lambda p: p.num_frames)
+  made = {"prime": (prime[:prime_frames], stats.tempo_bpm, stats.time_signature,
+                    f"The first {prime_frames} frames of {os.path.basename(prime_file)}: what "
+                    "every model continues."),
+          "held_out": (piece.frames[:length], piece.tempo_bpm, piece.time_signature,
+                       f"The first {length} frames of {piece.name}, a held-out test piece: "
+                       "real music of the length of a continuation.")}
+  entries = []
+  for name, (frames, tempo, meter, text) in made.items():
+    stem = os.path.join(out, name)
+    frames_to_midi(frames, tempo_bpm=tempo, time_signature=meter).save(stem + ".mid")
+    plotting.piano_roll(frames, stem + ".png", title=name)
+    sounds = [f"reference/{name}.ogg"] if audio.available() else []
+    if sounds:
+      audio.render_midi(stem + ".mid", stem + ".ogg", compression_level=PAGE_COMPRESSION)
+    entries.append(Entry(name.replace("_", " "), text=text, audio=sounds,
+                         roll=f"reference/{name}.png"))
+  return entries
+
+
 def _document(title: str, body: str) -> str:
   return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
           f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"

@@ -1,6 +1,6 @@
 """Dynamics on and off: the same model trained with and without velocity in the frame.
 
-    python -m experiments.run_dynamics --flagfile_model=experiments/study/transformer_48.flags \
+    python -m experiments.run_dynamics --model_flags=experiments/study/transformer_48.flags \
         --note_head=nade --velocity_bins=16 --report_dir=experiments/results/dynamics
 
 Trains the study configuration twice (velocity_bins 0 and N, everything else equal),
@@ -33,7 +33,8 @@ flags.DEFINE_string("report_dir", os.path.join(runner.REPO, "experiments", "resu
                                                "dynamics"), "Report and page.")
 flags.DEFINE_integer("num_samples", 8, "Continuations sampled (statistics use all).")
 flags.DEFINE_integer("num_frames", 256, "Frames sampled after the prime.")
-PRIME_FILE = "chpn_op53.mid"
+PRIME_FILE, PRIME_FRAMES = "chpn_op53.mid", 10
+PAGE_SAMPLES = 2  # continuations per run on the page
 
 
 def velocity_baseline(train_pieces, test_pieces, bins: int) -> float:
@@ -62,15 +63,14 @@ def train_and_score(name: str, bins: int, data_dir: str) -> dict:
   samples = os.path.join(workdir, "samples")
   generate.sample_workdir(workdir, samples, overwrite=True, num_samples=FLAGS.num_samples,
                           num_frames=FLAGS.num_frames, prime_midi=os.path.join(data_dir, PRIME_FILE),
-                          prime_frames=10)
+                          prime_frames=PRIME_FRAMES)
   stats = music_stats.compare_midi_dir(samples, dataset.test)
   return {"name": name, "velocity_bins": bins, "command": runner.command_text(
       "musicgen_jax.train", args), "train_seconds": seconds, "best_step": run.step,
           "test": test, "music_stats": stats, "samples": samples, "dataset": dataset}
 
 
-def write(rows: list[dict], baseline: float, meta: dict) -> None:
-  import shutil  # pylint: disable=g-import-not-at-top
+def write(rows: list[dict], baseline: float, meta: dict, prime_file: str) -> None:
   os.makedirs(FLAGS.report_dir, exist_ok=True)
   off, on = rows
   features = on["music_stats"]["features"]
@@ -101,21 +101,15 @@ def write(rows: list[dict], baseline: float, meta: dict) -> None:
     f.write("\n".join(lines))
   entries = []
   for r in rows:
-    folder = os.path.join(FLAGS.report_dir, r["name"])
-    os.makedirs(folder, exist_ok=True)
-    for i in range(2):
-      for ext in ("mid", "png", "ogg"):
-        src = os.path.join(r["samples"], f"sample_{i:03d}.{ext}")
-        if os.path.exists(src) and (ext != "png" or i == 0):
-          shutil.copy(src, folder)
-    sounds = [f"{r['name']}/sample_{i:03d}.ogg" for i in range(2)
-              if os.path.exists(os.path.join(folder, f"sample_{i:03d}.ogg"))]
+    sounds = pages.copy_samples(r["samples"], FLAGS.report_dir, r["name"], PAGE_SAMPLES)
     entries.append(pages.Entry(r["name"], numbers={"nll_notes": f"{r['test']['nll_notes']:.3f}",
                                                    "nll_velocity": f"{r['test']['nll_velocity']:.3f}"},
                                roll=f"{r['name']}/sample_000.png", audio=sounds))
+  references = pages.references(FLAGS.report_dir, prime_file, PRIME_FRAMES, on["dataset"].test,
+                                PRIME_FRAMES + FLAGS.num_frames, with_velocity=True)
   page = pages.music_page("Dynamics on and off", "Continuations of the Polonaise's first 10 "
                           "frames by the same model without and with velocity; with dynamics "
-                          "the opacity of a note in the piano roll is its velocity.", [],
+                          "the opacity of a note in the piano roll is its velocity.", references,
                           [("Runs", entries)], report="results.md")
   pages.write(FLAGS.report_dir, page)
   with open(os.path.join(FLAGS.report_dir, "results.json"), "w") as f:
@@ -134,7 +128,7 @@ def main(argv):
   dataset = rows[1]["dataset"]
   baseline = velocity_baseline(dataset.train, dataset.test, FLAGS.velocity_bins)
   logging.info("nll_velocity %.3f, baseline %.3f", rows[1]["test"]["nll_velocity"], baseline)
-  write(rows, baseline, meta)
+  write(rows, baseline, meta, os.path.join(data_dir, PRIME_FILE))
   print(os.path.join(FLAGS.report_dir, "results.md"))
 
 

@@ -25,13 +25,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import statistics
 import time
 
 from absl import app, flags, logging
 
-from experiments import runner
+from experiments import pages, runner
 
 MODELS = ("rnn", "lstm", "bilstm", "transformer")
 SEQ_LENS = (24, 48, 64, 200)
@@ -94,7 +93,7 @@ def run_one(model: str, seq_len: int, head: str, data_dir: str, test_pieces,
   name = f"{model}_{seq_len}_{head}"
   workdir = os.path.join(FLAGS.runs_dir, name)
   args = train_args(model, seq_len, head, workdir, data_dir)
-  key = runner.file_digest(flagfile(model, seq_len)) + " " + " ".join(args)
+  key = runner.flagfile_digest(flagfile(model, seq_len)) + " " + " ".join(args)
   done = results.load(workdir, key)
   if done is not None or FLAGS.report_only:
     if done is None:
@@ -209,49 +208,16 @@ def write_report(rows: list[dict], report_dir: str, meta: dict) -> None:
   _copy_samples(rows, report_dir)
 
 
-PAGE_SAMPLES = 2  # continuations per run on the listening page (audio kept small)
+PAGE_SAMPLES = 1  # continuations per run on the listening page (32 runs: audio kept small)
 
 
 def _copy_samples(rows: list[dict], report_dir: str) -> None:
   for r in rows:
-    out = os.path.join(report_dir, r["name"])
-    os.makedirs(out, exist_ok=True)
-    for i in range(PAGE_SAMPLES):
-      for ext in ("mid", "png", "ogg"):
-        src = os.path.join(FLAGS.runs_dir, r["name"], "samples", f"sample_{i:03d}.{ext}")
-        if os.path.exists(src) and (ext != "png" or i == 0):
-          shutil.copy(src, os.path.join(out, f"sample_{i:03d}.{ext}"))
-
-
-def _references(report_dir: str, dataset, prime_file: str, length: int) -> list:
-  """The prime and a held-out excerpt as MIDI, piano roll and audio in REPORT/reference."""
-  from musicgen_jax import audio, midi_to_frames, plotting  # pylint: disable=g-import-not-at-top
-  from musicgen_jax.encoding import frames_to_midi  # pylint: disable=g-import-not-at-top
-  from experiments import pages  # pylint: disable=g-import-not-at-top
-  out = os.path.join(report_dir, "reference")
-  os.makedirs(out, exist_ok=True)
-  piece = max(dataset.test, key=lambda p: p.num_frames)
-  made = {"prime": (midi_to_frames(prime_file)[:FLAGS.prime_frames], 120.0,
-                    f"The first {FLAGS.prime_frames} frames of {PRIME_FILE}: what every model "
-                    "continues."),
-          "held_out": (piece.frames[:length], piece.tempo_bpm,
-                       f"The first {length} frames of {piece.name}, a held-out test piece: "
-                       "real music of the length of a continuation.")}
-  entries = []
-  for name, (frames, tempo, text) in made.items():
-    stem = os.path.join(out, name)
-    frames_to_midi(frames, tempo_bpm=tempo).save(stem + ".mid")
-    plotting.piano_roll(frames, stem + ".png", title=name)
-    sounds = [f"reference/{name}.ogg"] if audio.available() else []
-    if sounds:
-      audio.render_midi(stem + ".mid", stem + ".ogg")
-    entries.append(pages.Entry(name.replace("_", " "), text=text, audio=sounds,
-                               roll=f"reference/{name}.png"))
-  return entries
+    pages.copy_samples(os.path.join(FLAGS.runs_dir, r["name"], "samples"), report_dir,
+                       r["name"], PAGE_SAMPLES)
 
 
 def write_page(rows: list[dict], report_dir: str, references: list) -> str:
-  from experiments import pages  # pylint: disable=g-import-not-at-top
   sections = []
   for model in MODELS:
     entries = []
@@ -306,9 +272,10 @@ def main(argv):
   meta["wall_minutes"] = (time.perf_counter() - start) / 60
   report_dir = FLAGS.report_dir or os.path.join(FLAGS.runs_dir, "report")
   write_report(rows, report_dir, meta)
-  references = _references(report_dir, dataset, os.path.join(data_dir, PRIME_FILE),
-                           FLAGS.prime_frames + FLAGS.num_frames)
-  write_page(rows, report_dir, references)
+  reference_entries = pages.references(report_dir, os.path.join(data_dir, PRIME_FILE),
+                                       FLAGS.prime_frames, dataset.test,
+                                       FLAGS.prime_frames + FLAGS.num_frames)
+  write_page(rows, report_dir, reference_entries)
   print(os.path.join(report_dir, "results.md"))
 
 

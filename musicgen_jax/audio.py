@@ -118,15 +118,19 @@ def render_audio(midi_path: str, *, soundfont: str | None = None,
 
 
 def render_midi(midi_path: str, out_path: str, *, soundfont: str | None = None,
-                sample_rate: int = SAMPLE_RATE) -> str:
-  """Renders a MIDI file to out_path (.ogg, .wav or .flac); returns out_path."""
+                sample_rate: int = SAMPLE_RATE, compression_level: float | None = None) -> str:
+  """Renders a MIDI file to out_path (.ogg, .wav or .flac); returns out_path.
+
+  compression_level: 0 (best quality) .. 1 (smallest file) for OGG and FLAC; None keeps
+  libsndfile's default."""
   container, subtype = _format(out_path)
   audio = np.ascontiguousarray(render_audio(midi_path, soundfont=soundfont,
                                             sample_rate=sample_rate))
   import soundfile  # pylint: disable=g-import-not-at-top
   # In blocks: libsndfile's Vorbis encoder can crash on one very long write.
+  level = {} if compression_level is None else {"compression_level": compression_level}
   with soundfile.SoundFile(out_path, "w", sample_rate, 2, subtype=subtype,
-                           format=container) as f:
+                           format=container, **level) as f:
     for start in range(0, len(audio), WRITE_BLOCK):
       f.write(audio[start:start + WRITE_BLOCK])
   return out_path

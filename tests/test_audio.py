@@ -42,6 +42,15 @@ def test_rendered_audio_is_not_silent_has_the_midis_length_and_does_not_clip(tmp
   assert np.abs(data).max() < 0.999
 
 
+def test_compression_level_trades_size_for_quality_and_keeps_the_length(tmp_path):
+  path = _midi(tmp_path, "a.mid")
+  best = audio.render_midi(path, str(tmp_path / "best.ogg"), compression_level=0.0)
+  small = audio.render_midi(path, str(tmp_path / "small.ogg"), compression_level=1.0)
+  assert os.path.getsize(small) < 0.8 * os.path.getsize(best)
+  (a, _), (b, _) = _read(best), _read(small)
+  assert abs(len(a) - len(b)) < audio.SAMPLE_RATE // 10 and np.sqrt(np.mean(b ** 2)) > 0.005
+
+
 def test_tempo_velocity_and_program_are_respected(tmp_path):
   slow = audio.render_audio(_midi(tmp_path, "slow.mid", tempo_bpm=60))
   fast = audio.render_audio(_midi(tmp_path, "fast.mid", tempo_bpm=120))
