@@ -106,6 +106,8 @@ def export(workdir: str, name: str, prime_midi: str, described: dict,
                    note_head=run.config.model.note_head,
                    test_nll=round(test["nll"], 4), test_nll_notes=round(test["nll_notes"], 4),
                    num_params=int(sum(np.size(x) for x in jax.tree.leaves(run.params))))
+  if run.config.model.velocity_bins:
+    described["test_nll_velocity"] = round(test["nll_velocity"], 4)
   with open(os.path.join(folder, "info.json"), "w") as f:
     json.dump(described, f, indent=2)
     f.write("\n")

@@ -11,7 +11,7 @@ import pytest
 
 from musicgen_jax import generate, pretrained, train
 from musicgen_jax import workdir as workdir_lib
-from musicgen_jax.encoding import FRAME_DIM, frames_to_midi, midi_to_frames
+from musicgen_jax.encoding import FRAME_DIM, encode_midi, frames_to_midi, midi_to_frames
 from toy import toy_config, toy_dataset, toy_frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,9 +81,15 @@ def test_each_shipped_model_fits_the_code_and_samples(name, tmp_path):
     assert described[key]
   result = generate.sample_pretrained(name, str(tmp_path), num_frames=32, num_samples=2,
                                       plot=False, audio="none")
-  prime = midi_to_frames(pretrained.prime_path(name))[:10]
-  assert result.frames.shape == (2, 10 + 32, FRAME_DIM)
-  np.testing.assert_array_equal(result.frames[:, :10], np.broadcast_to(prime, (2, 10, FRAME_DIM)))
+  dynamics = run.config.model.velocity_bins > 0  # the piano model plays velocities
+  prime, _ = encode_midi(pretrained.prime_path(name), with_velocity=dynamics)
+  assert result.frames.shape == (2, 10 + 32, FRAME_DIM + dynamics)
+  np.testing.assert_array_equal(result.frames[:, :10, :FRAME_DIM],
+                                np.broadcast_to(prime[:10, :FRAME_DIM], (2, 10, FRAME_DIM)))
+  if dynamics:  # the prime's velocities stay within a bin; the continuation has some
+    bin_width = 127 / run.config.model.velocity_bins
+    assert np.abs(result.frames[:, :10, FRAME_DIM] - prime[:10, FRAME_DIM]).max() <= bin_width
+    assert result.frames[:, 10:, FRAME_DIM].max() > 0
   for path in result.midi_paths:
     assert len(midi_to_frames(path)) >= 10
   assert run.config.model.pitch_high > 0
