@@ -113,6 +113,9 @@ class Checkpointer:
       self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
       self._manager.wait_until_finished()
     except Exception as e:  # orbax/tensorstore raise many types for a failed write
+      # The save's other array writes failed too; asyncio would log each one's traceback
+      # ("Future exception was never retrieved") when it is collected, after our one line.
+      logging_std.getLogger("asyncio").setLevel(logging_std.CRITICAL)
       reason = " ".join(str(e).split())
       reason = reason if len(reason) < 240 else "... " + reason[-240:]
       raise CheckpointError(f"cannot write checkpoint {step} in {self.directory} "
