@@ -14,6 +14,7 @@ Nothing is downloaded.
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.util
 import os
@@ -94,6 +95,13 @@ def _layers(score) -> list[tuple[object, float]]:
   return layers
 
 
+@functools.lru_cache(maxsize=4)
+def _synthesizer(soundfont: str, sample_rate: int):
+  """A SoundFont is read once per process, not once per rendered file."""
+  import symusic  # pylint: disable=g-import-not-at-top
+  return symusic.Synthesizer(soundfont, sample_rate, 0)
+
+
 def render_audio(midi_path: str, *, soundfont: str | None = None,
                  sample_rate: int = SAMPLE_RATE) -> np.ndarray:
   """float32[samples, 2]: the MIDI file played through the SoundFont, peak <= PEAK."""
@@ -105,11 +113,12 @@ def render_audio(midi_path: str, *, soundfont: str | None = None,
     score = symusic.Score(midi_path)
   except Exception as e:  # symusic raises its own types for unreadable files
     raise ValueError(f"{midi_path}: cannot read it as MIDI ({e})") from e
-  synth = symusic.Synthesizer(soundfont, sample_rate, 0)
-  parts = [(np.asarray(synth.render(layer, stereo=True), np.float32).T, gain)
-           for layer, gain in _layers(score)]
-  audio = np.zeros((max(len(p) for p, _ in parts), 2), np.float32)
-  for part, gain in parts:
+  synth = _synthesizer(soundfont, sample_rate)
+  audio = np.zeros((0, 2), np.float32)
+  for layer, gain in _layers(score):  # mixed as rendered: one layer in memory at a time
+    part = np.asarray(synth.render(layer, stereo=True), np.float32).T
+    if len(part) > len(audio):
+      audio = np.concatenate([audio, np.zeros((len(part) - len(audio), 2), np.float32)])
     audio[:len(part)] += MAKEUP_GAIN * gain * part
   peak = float(np.abs(audio).max()) if audio.size else 0.0
   if peak > PEAK:

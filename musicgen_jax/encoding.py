@@ -283,6 +283,14 @@ def frames_to_notes(frames: np.ndarray, *, steps_per_quarter: int = 12,
   return onsets, ends, note_index.astype(np.int64) + LOWEST_PITCH
 
 
+def note_velocities(frames: np.ndarray) -> np.ndarray:
+  """float32[N]: the velocity column of each note's frame, in `frames_to_notes`' order
+  (frames with a velocity column only)."""
+  frames = np.asarray(frames)
+  frame_index = np.nonzero(frames[:, :NUM_NOTES] > 0.5)[0]
+  return frames[frame_index, VELOCITY_INDEX]
+
+
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
@@ -309,9 +317,7 @@ def frames_to_midi(frames: np.ndarray, *, tempo_bpm: float = 120.0, velocity: in
   to_ticks = lambda steps: np.rint(steps * ticks_per_beat / steps_per_quarter).astype(np.int64)
   velocities = velocity
   if has_velocity(frames):
-    frames = np.asarray(frames)
-    frame_index = np.nonzero(frames[:, :NUM_NOTES] > 0.5)[0]
-    played = np.rint(frames[frame_index, VELOCITY_INDEX]).astype(np.int64)
+    played = np.rint(note_velocities(frames)).astype(np.int64)
     velocities = np.where(played > 0, np.clip(played, 1, 127), velocity)
   return midi_lib.write_notes(to_ticks(onsets), to_ticks(ends), pitches, velocity=velocities,
                               ticks_per_beat=ticks_per_beat, tempo_bpm=tempo_bpm,

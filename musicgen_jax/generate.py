@@ -29,12 +29,14 @@ import numpy as np
 from absl import logging
 
 from musicgen_jax import audio as audio_lib
+from musicgen_jax import midi as midi_lib
 from musicgen_jax import models, plotting, sampling
 from musicgen_jax import workdir as workdir_lib
 from musicgen_jax.config import RunConfig
-from musicgen_jax.encoding import (DURATION_INDEX, FRAME_DIM, LOWEST_PITCH, NUM_NOTES,
+from musicgen_jax.encoding import (DURATION_INDEX, LOWEST_PITCH, NUM_NOTES,
                                    MidiError, encode_midi, frames_to_midi)
 from musicgen_jax.models import STATE, ModelConfig, decode_step, init_carry
+from musicgen_jax.models.heads import frame_width
 from musicgen_jax.settings import Settings, in_range, non_negative, positive, setting
 
 HELD_OUT_SPLITS = ("valid", "test")
@@ -97,8 +99,8 @@ class Prime:
 
   frames: np.ndarray
   source: dict
-  tempo_bpm: float = 120.0
-  time_signature: str = "4/4"
+  tempo_bpm: float = midi_lib.DEFAULT_TEMPO_BPM
+  time_signature: str = midi_lib.DEFAULT_TIME_SIGNATURE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +162,8 @@ def _prime_from_dataset(config: RunConfig, split: str | None, index: int | None,
   source = {"kind": "dataset", "split": split, "piece_index": index, "piece_name": piece.name}
   return (np.asarray(piece.frames, np.float32), source,
           f"piece {index} ({piece.name}) of the {split} split",
-          (getattr(piece, "tempo_bpm", 120.0), getattr(piece, "time_signature", "4/4")))
+          (getattr(piece, "tempo_bpm", midi_lib.DEFAULT_TEMPO_BPM),
+           getattr(piece, "time_signature", midi_lib.DEFAULT_TIME_SIGNATURE)))
 
 
 def load_prime(config: RunConfig, job: GenerateConfig, dataset: Any = None) -> Prime:
@@ -205,7 +208,7 @@ def sample_frames(model_cfg: ModelConfig, params, prime: np.ndarray,
     compiled call alone (prime consumption included, compilation excluded).
   """
   prime = np.asarray(prime, np.float32)
-  width = FRAME_DIM + (model_cfg.velocity_bins > 0)
+  width = frame_width(model_cfg)
   if prime.ndim != 2 or prime.shape[1] != width:
     raise ValueError(f"prime must be float32[P, {width}], got shape {prime.shape}")
   batch_prime = jnp.broadcast_to(jnp.asarray(prime), (num_samples,) + prime.shape)

@@ -13,8 +13,8 @@ import importlib.util
 
 import numpy as np
 
-from musicgen_jax.encoding import (FRAME_WIDTHS, NUM_NOTES, VELOCITY_INDEX, frame_steps,
-                                   frames_to_notes, has_velocity, pitch_name)
+from musicgen_jax.encoding import (FRAME_WIDTHS, frame_steps, frames_to_notes, has_velocity,
+                                   note_velocities, pitch_name)
 PRIME_COLOR = "0.45"  # notes of the prime: grey
 SAMPLE_COLOR = "tab:blue"  # generated notes
 PRIME_SHADE = "0.92"  # background of the prime region
@@ -77,8 +77,7 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
             va="bottom", ha="left", fontsize=8, color=PRIME_COLOR)
   alphas = None
   if has_velocity(frames):  # louder notes are drawn more opaque
-    frame_index = np.nonzero(frames[:, :NUM_NOTES] > 0.5)[0]
-    alphas = np.clip(frames[frame_index, VELOCITY_INDEX] / 127.0, 0.15, 1.0)
+    alphas = np.clip(note_velocities(frames) / 127.0, 0.15, 1.0)
   _draw_notes(ax, onsets / steps_per_quarter, ends / steps_per_quarter, pitches, prime_end_q,
               bool(prime_frames), alphas)
   ax.set_xlim(0.0, total_q)

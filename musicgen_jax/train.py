@@ -304,8 +304,10 @@ def with_pitch_range(config: RunConfig, pieces) -> RunConfig:
   """The config with the pitches it trains on recorded (sampling keeps to them)."""
   if config.model.pitch_high:
     return config  # recorded when the run started
-  notes = np.concatenate([np.asarray(p.frames)[:, :NUM_NOTES] for p in pieces]) > 0
-  used = np.flatnonzero(notes.any(axis=0))
+  sounding = np.zeros(NUM_NOTES, bool)
+  for p in pieces:  # piece by piece: no copy of the whole corpus
+    sounding |= (np.asarray(p.frames)[:, :NUM_NOTES] > 0).any(axis=0)
+  used = np.flatnonzero(sounding)
   if not used.size:
     return config
   margin = config.train.transpose_range

@@ -45,8 +45,8 @@ class Piece:
   """
   name: str
   frames: np.ndarray
-  tempo_bpm: float = 120.0
-  time_signature: str = "4/4"
+  tempo_bpm: float = midi_lib.DEFAULT_TEMPO_BPM
+  time_signature: str = midi_lib.DEFAULT_TIME_SIGNATURE
 
   @property
   def num_frames(self) -> int:
@@ -363,8 +363,8 @@ def _split_pieces(cfg: DataConfig, entries: list) -> dict[str, list[Piece]]:
                                                    cfg.test_fraction)
     stats = entry.piece.stats
     splits[split].append(Piece(entry.name, piece_frames,
-                               tempo_bpm=float(stats.get("tempo_bpm", 120.0)),
-                               time_signature=str(stats.get("time_signature", "4/4"))))
+                               tempo_bpm=float(stats.get("tempo_bpm", midi_lib.DEFAULT_TEMPO_BPM)),
+                               time_signature=str(stats.get("time_signature", midi_lib.DEFAULT_TIME_SIGNATURE))))
   for split in splits:
     splits[split].sort(key=lambda p: p.name)
   return splits

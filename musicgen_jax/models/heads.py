@@ -9,7 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM, NUM_NOTES, VELOCITY_INDEX
+from musicgen_jax.encoding import (DURATION_INDEX, FRAME_DIM, FRAME_WIDTHS, NUM_NOTES,
+                                   VELOCITY_INDEX)
 from musicgen_jax.models.config import ModelConfig
 from musicgen_jax.models.distributions import (CategoricalDuration, CategoricalVelocity,
                                                FrameDistribution, IndependentNotes,
@@ -63,8 +64,9 @@ def input_features(frames: jax.Array) -> jax.Array:
     float32[..., 107]: the 106 note indicators unchanged, then `duration_feature`; with
     velocity one more, the velocity / 127.
   """
-  if frames.shape[-1] not in (FRAME_DIM, FRAME_DIM + 1):
-    raise ValueError(f"frames must end in {FRAME_DIM} features, got shape {frames.shape}")
+  if frames.shape[-1] not in FRAME_WIDTHS:
+    raise ValueError(f"frames must end in {FRAME_DIM} features ({FRAME_DIM + 1} with velocity), "
+                     f"got shape {frames.shape}")
   frames = frames.astype(jnp.float32)
   parts = [frames[..., :NUM_NOTES], duration_feature(frames[..., DURATION_INDEX])[..., None]]
   if frames.shape[-1] > FRAME_DIM:
