@@ -168,7 +168,8 @@ def main(argv):
   from musicgen_jax import midi  # pylint: disable=g-import-not-at-top
   ours = fastest(lambda: bench_ours(files, "auto"))
   ours["reader"] = midi.reader_in_use("auto")
-  reference = fastest(lambda: bench_ours(files, "mido"))
+  reference = (ours if ours["reader"] == "mido"
+               else fastest(lambda: bench_ours(files, "mido")))
   pm = bench_pretty_midi(files)
   if pm is not None:
     pm = fastest(lambda: bench_pretty_midi(files))

@@ -681,6 +681,7 @@ def run_benchmark(cfg: BenchConfig, save: Callable[[dict], None] | None = None) 
       continue
     results[name] = measure()
     results["machine"][f"load_average_after_{name}"] = load_average()
+    results["machine"]["load_average_end"] = results["machine"][f"load_average_after_{name}"]
     results["h100_assumptions"] = H100
     results["rss_peak_bytes"] = rss_peak_bytes()
     results["seconds"] = round(time.perf_counter() - started, 1)

@@ -79,8 +79,8 @@ def dataset_of(settings: dict) -> str:
   return next((name for name, file in DATA.items() if file == path), path)
 
 
-def score(workdir: str) -> dict:
-  """Test and validation scores of W's best-by-validation checkpoint."""
+def score(workdir: str) -> tuple[dict, object]:
+  """Test and validation scores of W's best-by-validation checkpoint, and its dataset."""
   from musicgen_jax import evaluate  # pylint: disable=g-import-not-at-top
   from musicgen_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
@@ -92,7 +92,7 @@ def score(workdir: str) -> dict:
   valid = evaluate.evaluate_pieces(run.config.model, run.params, dataset["valid"])
   import jax  # pylint: disable=g-import-not-at-top
   return {"best_step": run.step, "test": test, "valid": valid, "eval_seconds": seconds,
-          "num_params": int(sum(x.size for x in jax.tree.leaves(run.params)))}
+          "num_params": int(sum(x.size for x in jax.tree.leaves(run.params)))}, dataset
 
 
 def run_recipe(name: str, results: runner.Results) -> dict:
@@ -109,8 +109,8 @@ def run_recipe(name: str, results: runner.Results) -> dict:
     args.append(f"--data_path={os.path.join(FLAGS.data_dir, os.path.basename(settings['data_path']))}")
   trained, train_seconds = runner.run_program("musicgen_jax.train", args,
                                               os.path.join(workdir, "train.log"))
-  scored = score(workdir)
-  scored["samples"] = sample(workdir)
+  scored, dataset = score(workdir)
+  scored["samples"] = sample(workdir, dataset)
   curve = [{k: r[k] for k in ("step", "train_loss", "valid_nll") if k in r}
            for r in runner.metrics_records(workdir)]
   result = {"name": name, "description": description(name),
@@ -127,11 +127,12 @@ PAGE_SAMPLES = 2  # continuations per recipe on the listening page
 PAGE_PRIME, PAGE_FRAMES = 16, 64  # frames of the first test piece given, frames sampled
 
 
-def sample(workdir: str) -> str:
+def sample(workdir: str, dataset) -> str:
   """Continuations of the first test piece's opening (MIDI, roll, audio) in W/samples."""
   from musicgen_jax import generate  # pylint: disable=g-import-not-at-top
   folder = os.path.join(workdir, "samples")
-  generate.sample_workdir(workdir, folder, overwrite=True, num_samples=PAGE_SAMPLES,
+  generate.sample_workdir(workdir, folder, dataset=dataset, overwrite=True,
+                          num_samples=PAGE_SAMPLES,
                           num_frames=PAGE_FRAMES, prime_split="test", prime_piece=0,
                           prime_frames=PAGE_PRIME)
   return folder

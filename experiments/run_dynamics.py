@@ -13,7 +13,6 @@ velocity statistics with held-out pieces, renders them, and writes a report and 
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
@@ -64,7 +63,10 @@ def train_and_score(name: str, bins: int, data_dir: str) -> dict:
   generate.sample_workdir(workdir, samples, overwrite=True, num_samples=FLAGS.num_samples,
                           num_frames=FLAGS.num_frames, prime_midi=os.path.join(data_dir, PRIME_FILE),
                           prime_frames=PRIME_FRAMES)
-  stats = music_stats.compare_midi_dir(samples, dataset.test)
+  stats = music_stats.compare_midi_dir(
+      samples, dataset.test, steps_per_quarter=run.config.data.steps_per_quarter,
+      duration_mode=run.config.data.duration_mode,
+      max_duration_steps=run.config.model.max_duration_steps)
   return {"name": name, "velocity_bins": bins, "command": runner.command_text(
       "musicgen_jax.train", args), "train_seconds": seconds, "best_step": run.step,
           "test": test, "music_stats": stats, "samples": samples, "dataset": dataset}
@@ -107,7 +109,7 @@ def write(rows: list[dict], baseline: float, meta: dict, prime_file: str) -> Non
                                roll=f"{r['name']}/sample_000.png", audio=sounds))
   references = pages.references(FLAGS.report_dir, prime_file, PRIME_FRAMES, on["dataset"].test,
                                 PRIME_FRAMES + FLAGS.num_frames, with_velocity=True)
-  page = pages.music_page("Dynamics on and off", "Continuations of the Polonaise's first 10 "
+  page = pages.music_page("Dynamics on and off", f"Continuations of the Polonaise's first {PRIME_FRAMES} "
                           "frames by the same model without and with velocity; with dynamics "
                           "the opacity of a note in the piano roll is its velocity.", references,
                           [("Runs", entries)], report="results.md")

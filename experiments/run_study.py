@@ -23,7 +23,6 @@ model that writes like the corpus reaches).
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import time
@@ -84,6 +83,7 @@ def sample_and_score(workdir: str, prime: str, test_pieces) -> dict:
   test["seconds"] = time.perf_counter() - start
   stats = music_stats.compare_midi_dir(
       samples, test_pieces, steps_per_quarter=run.config.data.steps_per_quarter,
+      duration_mode=run.config.data.duration_mode,
       max_duration_steps=run.config.model.max_duration_steps)
   return {"best_step": run.step, "test": test, "music_stats": stats, "sample": sampled.record}
 
@@ -139,6 +139,7 @@ def plot_curves(rows: list[dict], path: str) -> None:
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   models = [m for m in MODELS if any(r["model"] == m for r in rows)]
+  seq_lens = sorted({r["seq_len"] for r in rows})
   fig = Figure(figsize=(4.5 * len(models), 3.8), dpi=90)
   FigureCanvasAgg(fig)
   axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
@@ -147,7 +148,7 @@ def plot_curves(rows: list[dict], path: str) -> None:
       pts = [(c["step"], c["valid_nll"]) for c in r["curve"] if "valid_nll" in c]
       if pts:
         style = "-" if r["note_head"] == "nade" else "--"
-        ax.plot(*zip(*pts), style, color=f"C{SEQ_LENS.index(r['seq_len']) % 10}", lw=1.2,
+        ax.plot(*zip(*pts), style, color=f"C{seq_lens.index(r['seq_len']) % 10}", lw=1.2,
                 label=f"{r['seq_len']} {r['note_head']}")
     ax.set_title(model)
     ax.set_xlabel("step")
@@ -205,16 +206,9 @@ def write_report(rows: list[dict], report_dir: str, meta: dict) -> None:
     json.dump({"meta": meta, "results": rows}, f, indent=1)
     f.write("\n")
   plot_curves(rows, os.path.join(report_dir, "loss_curves.png"))
-  _copy_samples(rows, report_dir)
 
 
 PAGE_SAMPLES = 1  # continuations per run on the listening page (32 runs: audio kept small)
-
-
-def _copy_samples(rows: list[dict], report_dir: str) -> None:
-  for r in rows:
-    pages.copy_samples(os.path.join(FLAGS.runs_dir, r["name"], "samples"), report_dir,
-                       r["name"], PAGE_SAMPLES)
 
 
 def write_page(rows: list[dict], report_dir: str, references: list) -> str:
@@ -223,8 +217,8 @@ def write_page(rows: list[dict], report_dir: str, references: list) -> str:
     entries = []
     for r in (r for r in rows if r["model"] == model):
       folder = r["name"]
-      sounds = [f"{folder}/sample_{i:03d}.ogg" for i in range(PAGE_SAMPLES)
-                if os.path.exists(os.path.join(report_dir, folder, f"sample_{i:03d}.ogg"))]
+      sounds = pages.copy_samples(os.path.join(FLAGS.runs_dir, folder, "samples"), report_dir,
+                                  folder, PAGE_SAMPLES)
       entries.append(pages.Entry(
           f"{model}, seq_len {r['seq_len']}, {r['note_head']} head",
           numbers={"test NLL": f"{r['test']['nll']:.2f}",
