@@ -14,7 +14,7 @@ _TINY = dict(models=("rnn",), hidden_size=8, num_layers=1, num_heads=2, batch_si
              repeats=2, round_seconds=0.01, sample_repeats=1, torch_sample_frames=4,
              scaling_models=("rnn",), scaling_seq_lens=(8,), scaling_batches=(2,),
              scaling_seq_len=8, scaling_lengths=(8,), scaling_sample_batch=2,
-             scaling_repeats=1, count_ops=False, train_command_steps=120, memory_batch=2,
+             scaling_repeats=1, count_ops=False, train_command_steps=24, memory_batch=2,
              memory_seq_len=16)
 
 

@@ -10,7 +10,7 @@ from musicgen_jax import encode_midi, frames_to_midi, losses, midi_to_frames, mu
 from musicgen_jax import generate, sampling
 from musicgen_jax.config import RunConfig
 from musicgen_jax.data import DataConfig, load_dataset
-from musicgen_jax.encoding import DURATION_INDEX, NUM_NOTES, VELOCITY_INDEX
+from musicgen_jax.encoding import NUM_NOTES, VELOCITY_INDEX
 from musicgen_jax.models import (CategoricalVelocity, ModelConfig, apply_model, init_params)
 from musicgen_jax.models.distributions import velocity_bin, velocity_of_bin
 from toy import toy_config, toy_frames

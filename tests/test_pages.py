@@ -13,7 +13,7 @@ RESULTS = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "results
 class _Collect(html.parser.HTMLParser):
   def __init__(self):
     super().__init__()
-    self.tags, self.open = [], []
+    self.tags = []
 
   def handle_starttag(self, tag, attrs):
     self.tags.append((tag, dict(attrs)))

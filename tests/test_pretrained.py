@@ -29,14 +29,10 @@ def exported(tmp_path_factory):
   prime = str(root / "prime.mid")
   frames_to_midi(toy_frames(9, 12)).save(prime)
   models = root / "models"
-  import musicgen_jax.data.pipeline as pipeline  # the toy run has no dataset on disk
-  original = pipeline.load_dataset
-  pipeline.load_dataset = lambda cfg: dataset
-  try:
+  with pytest.MonkeyPatch.context() as patch:  # the toy run has no dataset on disk
+    patch.setattr("musicgen_jax.data.load_dataset", lambda cfg: dataset)  # what export reads
     pretrained.export(workdir, "toy", prime, {"description": "toy", "source": "tests",
                                               "licence": "none"}, models_dir=str(models))
-  finally:
-    pipeline.load_dataset = original
   return workdir, models
 
 
@@ -55,7 +51,6 @@ def test_an_exported_model_loads_the_best_parameters(exported, monkeypatch):
 
 def test_a_changed_model_is_refused(exported, monkeypatch, tmp_path):
   _, models = exported
-  monkeypatch.setattr(pretrained, "MODELS_DIR", str(models))
   config = json.load(open(models / "toy" / "config.json"))
   config["model"]["hidden_size"] += 1
   broken = tmp_path / "models" / "toy"
