@@ -94,6 +94,7 @@ class EncodeStats:
   time_signature: str = midi_lib.DEFAULT_TIME_SIGNATURE  # its first time signature
   velocity_min: int = 0  # the encoded notes' softest and loudest MIDI velocity (0: none)
   velocity_max: int = 0
+  unclosed_notes: int = 0  # encoded notes the file never closed (they end at its last event)
 
   @property
   def constant_velocity(self) -> bool:
@@ -192,6 +193,7 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
   onset_steps = _quantise(notes.onsets[in_range], notes.ticks_per_beat, steps_per_quarter)
   end_steps = _quantise(notes.ends[in_range], notes.ticks_per_beat, steps_per_quarter)
   pitches, velocities = notes.pitches[in_range], notes.velocities[in_range]
+  unclosed = int(np.count_nonzero(notes.unclosed[in_range])) if notes.unclosed is not None else 0
   if onset_steps.size:
     # Leading silence is dropped: time starts at the first onset.
     start = onset_steps.min()
@@ -211,6 +213,7 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
       time_signature=notes.time_signature,
       velocity_min=int(velocities.min()) if velocities.size else 0,
       velocity_max=int(velocities.max()) if velocities.size else 0,
+      unclosed_notes=unclosed,
   )
   return frames, stats
 

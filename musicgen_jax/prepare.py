@@ -60,7 +60,8 @@ def _summary_lines(summary: dict, settings: dict) -> list[str]:
   lines.append(
       f"{counts}pieces: {summary['num_pieces']}, skipped: {summary['num_skipped']}; notes "
       f"dropped: {summary['dropped_out_of_range']} out of pitch range 21..126, "
-      f"{summary['dropped_drums']} drums")
+      f"{summary['dropped_drums']} drums; notes never closed by their file (ended at its "
+      f"last event): {summary.get('unclosed_notes', 0)}")
   if "constant_velocity_files" in summary:
     constant = summary["constant_velocity_files"]
     lines.append(f"dynamics: {len(constant)} of {summary['num_pieces']} pieces play every note "

@@ -59,8 +59,9 @@ class DataConfig(Settings):
       0, "Processes that encode MIDI files: 0 = all cores, 1 = no worker processes.",
       check=non_negative, resume=FREE)
   midi_reader: str = setting(
-      "auto", "MIDI parser: 'symusic' (C++, ~200x faster), 'mido' (the reference), or 'auto' "
-      "(symusic when installed). They differ only on malformed files (see midi.read_notes).",
+      "auto", "MIDI parser: 'symusic' (C++; files it would read differently from the "
+      "specification, such as notes never closed, go to mido), 'mido' (the reference), or "
+      "'auto' (symusic when installed). Both give the same frames on every file.",
       choices=READERS)
   velocity_bins: int = setting(
       0, "Dynamics: frames carry each onset's mean MIDI velocity and models predict it in "

@@ -383,7 +383,7 @@ def _summary(cfg: DataConfig, info: dict, entries: list, skipped: list,
       "num_notes": sum(int(e.piece.rows.shape[0]) for e in entries),
   })
   summary.update({k: sum(int(e.piece.stats.get(k, 0)) for e in entries)
-                  for k in ("dropped_out_of_range", "dropped_drums")})
+                  for k in ("dropped_out_of_range", "dropped_drums", "unclosed_notes")})
   if cfg.velocity_bins:  # files played at one velocity carry no dynamics to learn
     summary["constant_velocity_files"] = sorted(
         e.name for e in entries
@@ -428,4 +428,7 @@ def load_dataset(cfg: DataConfig, *,
     logging.info("dropped %d notes outside pitches %d..%d and %d drum notes",
                  summary["dropped_out_of_range"], encoding.LOWEST_PITCH,
                  encoding.HIGHEST_PITCH, summary["dropped_drums"])
+  if summary["unclosed_notes"]:
+    logging.info("%d notes were never closed by their files; they end at each file's last "
+                 "event", summary["unclosed_notes"])
   return Dataset(splits=splits, skipped=skipped, summary=summary, config=cfg)

@@ -54,7 +54,7 @@ class SparsePiece:
     durations: <float32>[num_frames] frame durations in quarter notes.
     velocities: <float32>[num_frames] the onsets' mean velocities (frames with
       dynamics), or None.
-    stats: num_notes, num_frames, dropped_out_of_range, dropped_drums.
+    stats: num_notes, num_frames, dropped_out_of_range, dropped_drums, unclosed_notes, ...
   """
   rows: np.ndarray
   pitches: np.ndarray
@@ -93,6 +93,7 @@ def _stats_dict(stats) -> dict:
       "time_signature": str(stats.time_signature),
       "velocity_min": int(stats.velocity_min),
       "velocity_max": int(stats.velocity_max),
+      "unclosed_notes": int(stats.unclosed_notes),
   }
 
 
