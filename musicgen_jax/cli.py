@@ -4,7 +4,8 @@
     def run(): cli.run(main, define_flags)
 
 A program's failures reach the user as one line, `error: <what to change>`, on stderr,
-with exit status 1 (2 for a misused command line, 130 when interrupted): no traceback
+with exit status 1 (2 for a misused command line); work stopped by Ctrl-C or SIGTERM says
+where, as `stopped: <where, and how to go on>`, with status 130 or 143: no traceback
 and no help text for a bad flag. `--help` lists every flag the program defines.
 """
 
@@ -27,7 +28,14 @@ class UsageError(Failure):
 
 
 class Interrupted(Failure):
-  """Ctrl-C; the message says where the work stopped and how to go on."""
+  """Ctrl-C or SIGTERM; the message says where the work stopped and how to go on.
+
+  Reported as `stopped: <message>` with `status` (130 for Ctrl-C, 143 for SIGTERM).
+  """
+
+  def __init__(self, message: str, status: int = 130):
+    super().__init__(message)
+    self.status = status
 
 
 def one_line(error: BaseException) -> str:
@@ -40,8 +48,8 @@ def require(flag_values: flags.FlagValues, *names: str) -> None:
       raise UsageError(f"--{name} is required ({flag_values[name].help.rstrip('.')})")
 
 
-def fail(message: str, status: int = 1) -> None:
-  sys.stderr.write(f"error: {message}\n")
+def fail(message: str, status: int = 1, prefix: str = "error") -> None:
+  sys.stderr.write(f"{prefix}: {message}\n")
   sys.stderr.flush()
   sys.exit(status)
 
@@ -71,7 +79,7 @@ def call(main: Callable[..., None], flag_values: flags.FlagValues, argv: list[st
   except KeyboardInterrupt:
     fail("interrupted", INTERRUPTED_STATUS)
   except Interrupted as e:
-    fail(one_line(e), INTERRUPTED_STATUS)
+    fail(one_line(e), e.status, prefix="stopped")
   except UsageError as e:
     fail(one_line(e), 2)
   except USER_ERRORS as e:

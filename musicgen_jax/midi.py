@@ -292,65 +292,66 @@ def _scan_note_events(data: bytes) -> tuple[int, int, int, int] | None:
   where anything is out of the ordinary (a chunk that is not a track, an event running past
   its track, an undefined status byte): mido then reads the file and gives the verdict.
   """
-  num_tracks = int.from_bytes(data[10:12], "big")
   pos = 8 + int.from_bytes(data[4:8], "big")
-  ons = offs = end_tick = channels = 0
+  totals = [0, 0, 0, 0]
   try:
-    for _ in range(num_tracks):
+    for _ in range(int.from_bytes(data[10:12], "big")):
       if data[pos:pos + 4] != b"MTrk":
         return None
-      i, end = pos + 8, pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "big")
-      tick, status = 0, None
-      while i < end:
-        delta = 0
-        while True:
-          byte = data[i]
-          i += 1
-          delta = (delta << 7) | (byte & 0x7F)
-          if byte < 0x80:
-            break
-        tick += delta
-        byte = data[i]
-        if byte >= 0x80:
-          i += 1
-          if byte != 0xFF:
-            status = byte
-        elif status is None:
-          return None
-        else:
-          byte = status
-        if byte == 0xFF or byte in (0xF0, 0xF7):
-          i += byte == 0xFF  # the meta type
-          length = 0
-          while True:
-            c = data[i]
-            i += 1
-            length = (length << 7) | (c & 0x7F)
-            if c < 0x80:
-              break
-          i += length
-        elif byte < 0xF0:
-          kind = byte >> 4
-          if kind == 0x9:
-            if data[i + 1]:
-              ons += 1
-              channels |= 1 << (byte & 0xF)
-            else:
-              offs += 1
-          elif kind == 0x8:
-            offs += 1
-          i += _CHANNEL_DATA[kind]
-        elif byte in _SYSTEM_DATA:
-          i += _SYSTEM_DATA[byte]
-        else:
-          return None
-      if i != end:
+      end = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "big")
+      track = _scan_track(data, pos + 8, end)
+      if track is None:
         return None
-      end_tick = max(end_tick, tick)
+      totals = [totals[0] + track[0], totals[1] + track[1], max(totals[2], track[2]),
+                totals[3] | track[3]]
       pos = end
   except IndexError:
     return None
-  return ons, offs, end_tick, channels
+  return tuple(totals)
+
+
+def _variable_int(data: bytes, i: int) -> tuple[int, int]:
+  value = 0
+  while True:
+    byte = data[i]
+    i += 1
+    value = (value << 7) | (byte & 0x7F)
+    if byte < 0x80:
+      return value, i
+
+
+def _scan_track(data: bytes, i: int, end: int) -> tuple[int, int, int, int] | None:
+  """One track chunk's (note-ons, note-offs, last tick, channel mask), or None."""
+  ons = offs = tick = channels = 0
+  status = None
+  while i < end:
+    delta, i = _variable_int(data, i)
+    tick += delta
+    byte = data[i]
+    if byte >= 0x80:
+      i += 1
+      if byte != 0xFF:
+        status = byte
+    elif status is None:
+      return None
+    else:
+      byte = status
+    if byte == 0xFF or byte in (0xF0, 0xF7):
+      length, i = _variable_int(data, i + (byte == 0xFF))  # past the meta type
+      i += length
+    elif byte < 0xF0:
+      kind = byte >> 4
+      if kind == 0x9 and data[i + 1]:
+        ons += 1
+        channels |= 1 << (byte & 0xF)
+      elif kind in (0x8, 0x9):
+        offs += 1
+      i += _CHANNEL_DATA[kind]
+    elif byte in _SYSTEM_DATA:
+      i += _SYSTEM_DATA[byte]
+    else:
+      return None
+  return (ons, offs, tick, channels) if i == end else None
 
 
 def _pairs_cross(key: np.ndarray, onsets: np.ndarray, ends: np.ndarray) -> bool:

@@ -12,10 +12,12 @@ ends exactly where an uninterrupted run ends: batches and RNG are functions of
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
+import os
 import queue
 import signal
 import threading
@@ -379,20 +381,78 @@ class _Validation:
     return patience > 0 and self.since_best >= patience
 
 
-class _DeferInterrupts:
-  """Holds Ctrl-C while a checkpoint is written; raises it once the checkpoint is whole."""
+def _preemption_service_running() -> bool:
+  """True when jax.distributed runs JAX's preemption service (it owns SIGTERM then)."""
+  try:
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  return getattr(distributed.global_state, "preemption_sync_manager", None) is not None
 
-  def __enter__(self):
-    self.received = False
+
+class _StopSignals:
+  """SIGTERM and SIGINT (preemption, Ctrl-C) stop the loop after the step in progress.
+
+  One process: the signal sets a flag, read after every step. Several processes: every host
+  must stop at the same step, so JAX's preemption service decides: it receives SIGTERM on
+  any host, tells the others, and `reached_preemption_sync_point` turns true on all of them
+  at one step; a SIGINT here is passed to it as a SIGTERM. A second SIGINT, outside a
+  checkpoint write, stops at once (from the last checkpoint).
+  """
+
+  def __enter__(self) -> _StopSignals:
+    self.received: str | None = None
+    self.saving = False
+    self._pending_interrupt = False
+    self._synced = jax.process_count() > 1 and _preemption_service_running()
+    self._old = {}
     if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGINT, lambda *_: setattr(self, "received", True))
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        if not (self._synced and sig == signal.SIGTERM):
+          self._old[sig] = signal.signal(sig, self._handle)
     return self
 
-  def __exit__(self, *exc):
-    if threading.current_thread() is threading.main_thread():
-      signal.signal(signal.SIGINT, self._old)
-    if self.received:
-      raise KeyboardInterrupt
+  def _handle(self, signum, frame):
+    del frame
+    if self.received is not None and signum == signal.SIGINT:
+      if not self.saving:
+        raise KeyboardInterrupt
+      self._pending_interrupt = True
+      return
+    self.received = signal.Signals(signum).name
+    if self._synced:
+      os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption service, for every host
+
+  def stop_at(self, step: int) -> bool:
+    """Called by every host after every step: whether to checkpoint this step and stop."""
+    if self._synced:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.received is not None
+
+  @contextlib.contextmanager
+  def writing_checkpoint(self):
+    """A second Ctrl-C waits until the checkpoint being written is whole."""
+    self.saving = True
+    try:
+      yield
+    finally:
+      self.saving = False
+      if self._pending_interrupt:
+        raise KeyboardInterrupt
+
+  def __exit__(self, *exc) -> None:
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+  def describe(self) -> str:
+    return self.received or "a preemption notice (SIGTERM to one of the hosts)"
+
+  @property
+  def status(self) -> int:
+    """The exit status: 128 + the signal's number, as a shell reports a signalled program."""
+    number = signal.Signals[self.received] if self.received else signal.SIGTERM
+    return 128 + int(number)
 
 
 def _restore(run: _Run, checkpointer, placement: _Placement) -> tuple[TrainState, int]:
@@ -413,41 +473,59 @@ def _restore(run: _Run, checkpointer, placement: _Placement) -> tuple[TrainState
 
 def _loop(run: _Run, state, start: int, checkpointer, placement: _Placement, log,
           history: list[dict]) -> dict:
-  cfg = run.config.train
-  step_fn, meter = placement.step_fn(), _Meter(cfg.batch_size * run.window, run.num_steps)
+  step_fn = placement.step_fn()
+  meter = _Meter(run.config.train.batch_size * run.window, run.num_steps)
   validate = _Validation(run, history)
   prefetch = _Prefetcher(lambda s: placement.put_batch(run.batches.train_batch(s)),
                          range(start, run.num_steps))
   record, done = {"step": start}, start
   try:
-    for done in range(start + 1, run.num_steps + 1):
-      state, metrics = step_fn(state, prefetch.next())
-      meter.add(done, metrics)
-      last = done == run.num_steps
-      do_eval = bool(run.valid) and (last or _every(cfg.eval_every, done))
-      do_ckpt = last or do_eval or _every(cfg.checkpoint_every, done)
-      if not (last or do_ckpt or _every(cfg.log_every, done)):
-        continue
-      meter.drain()
-      record = meter.record(done)
-      if do_eval:
-        record.update(validate(placement.host_state(state).params, done))
-      log(record)
-      if do_ckpt:
-        with _DeferInterrupts():
-          checkpointer.save(done, checkpoint_tree(placement.host_state(state)),
-                            valid_nll=record.get("valid_nll"))
-      meter.restart()
-      if do_eval and validate.exhausted():
-        logging.info("stopping at step %d: no better validation NLL in %d validations "
-                     "(best %.4f)", done, cfg.patience, validate.best)
-        break
+    with _StopSignals() as signals:
+      for done in range(start + 1, run.num_steps + 1):
+        state, metrics = step_fn(state, prefetch.next())
+        meter.add(done, metrics)
+        record, go_on = _after_step(run, done, state, signals, record, meter, validate,
+                                    checkpointer, placement, log)
+        if not go_on:
+          break
   except KeyboardInterrupt:
     raise cli.Interrupted(f"interrupted at step {done}; run the same command to resume "
                           f"(from checkpoint {checkpointer.latest_step() or 0})") from None
   finally:
     prefetch.close()
   return dict(record, stopped_early=done < run.num_steps)
+
+
+def _after_step(run: _Run, done: int, state, signals: _StopSignals, record: dict,
+                meter: _Meter, validate: _Validation, checkpointer, placement: _Placement,
+                log) -> tuple[dict, bool]:
+  """Logs, validates and checkpoints where step `done` calls for it; (record, go on?)."""
+  cfg = run.config.train
+  stopped = signals.stop_at(done)
+  last = done == run.num_steps
+  do_eval = bool(run.valid) and (last or _every(cfg.eval_every, done))
+  do_ckpt = last or do_eval or stopped or _every(cfg.checkpoint_every, done)
+  if not (last or do_ckpt or _every(cfg.log_every, done)):
+    return record, True
+  meter.drain()
+  record = meter.record(done)
+  if do_eval:
+    record.update(validate(placement.host_state(state).params, done))
+  log(record)
+  if do_ckpt:
+    with signals.writing_checkpoint():
+      checkpointer.save(done, checkpoint_tree(placement.host_state(state)),
+                        valid_nll=record.get("valid_nll"))
+  meter.restart()
+  if stopped and not last:
+    raise cli.Interrupted(
+        f"{signals.describe()} at step {done} of {run.num_steps}: checkpoint {done} "
+        "written; run the same command to resume", status=signals.status)
+  if do_eval and validate.exhausted():
+    logging.info("stopping at step %d: no better validation NLL in %d validations "
+                 "(best %.4f)", done, cfg.patience, validate.best)
+    return record, False
+  return record, True
 
 
 def train_and_evaluate(config: RunConfig, workdir: str, *, dataset=None) -> dict:

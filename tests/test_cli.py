@@ -3,6 +3,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -88,3 +89,54 @@ def test_multihost_local_matches_local(trained, midi_dir):
   params = lambda w: workdir_lib.load_run(str(w)).params
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
                params(hosts), params(workdir))
+
+
+def _free_port():
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _hosts(flags, stop_after_first_log=None):
+  """Two processes of one job on localhost; SIGTERM to the second once it has logged."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, "-m", "musicgen_jax.train", *flags,
+                             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                             f"--process_id={i}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+           for i in range(2)]
+  if stop_after_first_log is not None:
+    import time  # pylint: disable=g-import-not-at-top
+    deadline = time.time() + 120
+    while time.time() < deadline and not (stop_after_first_log.exists() and
+                                          stop_after_first_log.read_text().strip()):
+      time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+  return [(p,) + p.communicate(timeout=240) for p in procs]
+
+
+LONG = ("--num_steps=1000", "--checkpoint_every=100000", "--log_every=100")
+
+
+def test_sigterm_to_one_host_stops_every_host_at_one_step(midi_dir, tmp_path):
+  flags = lambda w: [*_flags(midi_dir, w, tmp_path / "cache"), *LONG]
+  for proc, _, stderr in _hosts(flags(tmp_path / "straight")):
+    assert proc.returncode == 0, stderr[-2000:]
+  stopped = _hosts(flags(tmp_path / "w"), stop_after_first_log=tmp_path / "w" / "metrics.jsonl")
+  steps = []
+  for i, (proc, _, stderr) in enumerate(stopped):
+    assert proc.returncode == 143, stderr[-2000:]
+    line = [l for l in stderr.splitlines() if l.startswith("stopped:")]
+    assert len(line) == 1 and "checkpoint" in line[0], stderr[-2000:]
+    assert "SIGTERM" in line[0]
+    steps.append(int(line[0].split(" at step ")[1].split()[0]))
+  assert steps[0] == steps[1] < 1000
+  assert workdir_lib.checkpoint_steps(tmp_path / "w") == [steps[0]]
+  for proc, _, stderr in _hosts(flags(tmp_path / "w")):
+    assert proc.returncode == 0, stderr[-2000:]
+  params = lambda w: jax.tree.map(np.asarray, workdir_lib.load_run(str(w), 1000).params)
+  jax.tree.map(np.testing.assert_array_equal, params(tmp_path / "w"),
+               params(tmp_path / "straight"))

@@ -260,23 +260,54 @@ def test_prepare_checks_where_it_writes_before_encoding(midi_dir, tmp_path):
 # 7. Failures are one clear line.
 
 
-def test_ctrl_c_says_where_training_stopped_and_how_to_resume(midi_dir, tmp_path):
-  flags = _train_flags(midi_dir, tmp_path / "w", tmp_path / "cache", "--num_steps=100000",
-                       "--checkpoint_every=50")
+@pytest.fixture(scope="module")
+def straight_run(midi_dir, tmp_path_factory):
+  """A run of many fast steps, checkpointing only at its end, trained without a stop."""
+  root = tmp_path_factory.mktemp("straight")
+  flags = _train_flags(midi_dir, root / "w", root / "cache", *_LONG_RUN)
+  proc = _run("musicgen_jax.train", *flags)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return root / "w", root / "cache"
+
+
+_LONG_RUN = ("--num_steps=2500", "--checkpoint_every=100000", "--log_every=100")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_checkpoints_the_step_and_resuming_matches_a_straight_run(
+    sig, straight_run, midi_dir, tmp_path):
+  """Preemption (SIGTERM) and Ctrl-C (SIGINT): the step in progress is checkpointed, the
+  program says where it stopped, and the same command then ends where a straight run ends."""
+  straight, cache = straight_run
+  flags = _train_flags(midi_dir, tmp_path / "w", cache, *_LONG_RUN)
   env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
   proc = subprocess.Popen([sys.executable, "-m", "musicgen_jax.train", *flags],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                           cwd=ROOT)
+  metrics = tmp_path / "w" / "metrics.jsonl"
   deadline = time.time() + 120
-  while time.time() < deadline and not (tmp_path / "w" / "checkpoints" / "50").exists():
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGINT)
-  _, stderr = proc.communicate(timeout=60)
-  assert proc.returncode == 130
-  assert "Traceback" not in stderr and "Exception" not in stderr
-  lines = [l for l in stderr.splitlines() if l.startswith("error:")]
-  assert len(lines) == 1 and "interrupted at step" in lines[0]
+  while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+    time.sleep(0.05)
+  proc.send_signal(sig)
+  stdout, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 128 + int(sig), stderr[-2000:]
+  assert "Traceback" not in stderr and not stdout.strip()
+  lines = [l for l in stderr.splitlines() if l.startswith("stopped:")]
+  assert len(lines) == 1, stderr[-2000:]
+  step = int(lines[0].split(" at step ")[1].split()[0])
+  assert f"{sig.name} at step {step} of 2500: checkpoint {step} written" in lines[0]
   assert "run the same command to resume" in lines[0]
+  assert 100 <= step < 2500 and workdir_lib.checkpoint_steps(tmp_path / "w") == [step]
+  resumed = _run("musicgen_jax.train", *flags)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f"resuming from checkpoint {step}" in resumed.stderr
+  ours = json.loads(resumed.stdout.strip().splitlines()[-1])
+  assert ours["valid_nll"] == json.loads(
+      (straight / "metrics.jsonl").read_text().splitlines()[-1])["valid_nll"]
+  mine = jax.tree.map(np.asarray, workdir_lib.load_run(str(tmp_path / "w"), 2500).params)
+  expected = jax.tree.map(np.asarray, workdir_lib.load_run(str(straight), 2500).params)
+  jax.tree.map(np.testing.assert_array_equal, mine, expected)
 
 
 def _limit_file_size():
