@@ -16,7 +16,7 @@ python3 -m musicgen_jax.train --workdir="$workdir" --model=lstm --dataset=bach_c
 python3 -m musicgen_jax.evaluate --workdir="$workdir" --split=test
 python3 -m musicgen_jax.sample --workdir="$workdir" --prime_split=test --prime_frames=8 \
   --num_frames=128 --num_samples=4 --out_dir="$workdir/samples" --overwrite
-page=$(python3 -m experiments.pages samples "$workdir/samples")
+page="$workdir/samples/index.html"  # written by sample
 echo
 echo "checkpoints and metrics: $workdir (config.json, metrics.jsonl, checkpoints/)"
 echo "test scores:             $workdir/eval_test.json"

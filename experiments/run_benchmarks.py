@@ -140,7 +140,7 @@ def sample(workdir: str, dataset) -> str:
 
 def write_page(rows: list[dict], report_dir: str) -> None:
   """index.html beside the report: per recipe its numbers, rolls and audio."""
-  from experiments import pages  # pylint: disable=g-import-not-at-top
+  from musicgen_jax import pages  # pylint: disable=g-import-not-at-top
   sections = {}
   for r in rows:
     sounds = pages.copy_samples(r["samples"], report_dir, r["name"], PAGE_SAMPLES)

@@ -18,7 +18,8 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from experiments import pages, runner
+from experiments import runner
+from musicgen_jax import pages
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_flags", os.path.join(runner.REPO, "experiments", "study",

@@ -29,7 +29,8 @@ import time
 
 from absl import app, flags, logging
 
-from experiments import pages, runner
+from experiments import runner
+from musicgen_jax import pages
 
 MODELS = ("rnn", "lstm", "bilstm", "transformer")
 SEQ_LENS = (24, 48, 64, 200)

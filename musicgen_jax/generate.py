@@ -109,7 +109,7 @@ class SampleResult:
 
   frames: float32[num_samples, prime_frames + num_frames, 107], the prime first.
   midi_paths, json_paths: one per sample; png_paths, audio_paths: one per sample, or
-    empty (no matplotlib / no audio).
+    empty (no matplotlib / no audio). page_path: O/index.html, to listen in a browser.
   record: the settings and measurements shared by every sample's JSON.
   """
 
@@ -119,6 +119,7 @@ class SampleResult:
   png_paths: list[str]
   record: dict
   audio_paths: list[str] = dataclasses.field(default_factory=list)
+  page_path: str | None = None  # O/index.html: every sample's piano roll and player
 
 
 def check_prime_fits(model_cfg: ModelConfig, prime_frames: int) -> None:
@@ -226,14 +227,25 @@ def sample_frames(model_cfg: ModelConfig, params, prime: np.ndarray,
   return frames, timing
 
 
-def prepare_out_dir(out_dir: str, overwrite: bool = False) -> None:
-  """Creates O; refuses earlier samples there unless `overwrite`, which removes them first."""
-  workdir_lib.ensure_writable_dir(out_dir, "out_dir")
-  old = sorted(p for pattern in OUTPUT_PATTERNS for p in glob.glob(os.path.join(out_dir, pattern)))
+def _earlier_samples(out_dir: str) -> list[str]:
+  return sorted(p for pattern in OUTPUT_PATTERNS for p in glob.glob(os.path.join(out_dir, pattern)))
+
+
+def check_out_dir(out_dir: str, overwrite: bool = False) -> None:
+  """Fails unless O can be written and holds no earlier samples (or `overwrite`); writes
+  nothing."""
+  workdir_lib.check_writable_dir(out_dir, "out_dir")
+  old = _earlier_samples(out_dir)
   if old and not overwrite:
     raise ValueError(f"--out_dir={out_dir} already holds {len(old)} sample files; choose an "
                      "empty folder or pass --overwrite to replace them")
-  for path in old:
+
+
+def prepare_out_dir(out_dir: str, overwrite: bool = False) -> None:
+  """Creates O; refuses earlier samples there unless `overwrite`, which removes them first."""
+  check_out_dir(out_dir, overwrite)
+  workdir_lib.ensure_writable_dir(out_dir, "out_dir")
+  for path in _earlier_samples(out_dir):
     os.remove(path)
 
 
@@ -316,10 +328,13 @@ def write_samples(frames: np.ndarray, out_dir: str, record: dict, config: RunCon
     with open(stem + ".json", "w") as f:
       json.dump(sample_record, f, indent=2)
       f.write("\n")
+  from musicgen_jax import pages  # pylint: disable=g-import-not-at-top
+  page = pages.write(out_dir, pages.samples_page(out_dir))
   return SampleResult(frames=frames, midi_paths=[s + ".mid" for s in stems],
                       json_paths=[s + ".json" for s in stems],
                       png_paths=[s + ".png" for s in stems] if draw else [], record=record,
-                      audio_paths=[f"{s}.{audio}" for s in stems] if audio else [])
+                      audio_paths=[f"{s}.{audio}" for s in stems] if audio else [],
+                      page_path=page)
 
 
 def split_options(options: dict) -> tuple[sampling.SampleSettings, GenerateConfig]:
@@ -378,9 +393,10 @@ def _sample(config: RunConfig, load_run, out_dir: str, settings, job: GenerateCo
   """Every input checked, then the model loaded, sampled and written."""
   check_prime_fits(config.model, job.prime_frames)
   audio = audio_format(job)
-  prepare_out_dir(out_dir, overwrite)
+  check_out_dir(out_dir, overwrite)
   prime = load_prime(config, job, dataset)
   run = load_run()
+  prepare_out_dir(out_dir, overwrite)  # every input checked: now O may be made
   logging.info("%s from %s, step %d; prime: %s", config.model.model, run.workdir, run.step,
                prime.source)
   frames, timing = sample_frames(config.model, run.params, prime.frames, settings,
@@ -390,5 +406,6 @@ def _sample(config: RunConfig, load_run, out_dir: str, settings, job: GenerateCo
                timing["sample_seconds"], timing["compile_seconds"])
   record = _record(run.workdir, config, run.step, settings, job, prime, timing)
   result = write_samples(frames, out_dir, record, config, job, audio)
-  logging.info("wrote %d samples to %s", job.num_samples, out_dir)
+  logging.info("wrote %d samples to %s; listen: open %s in a browser", job.num_samples,
+               out_dir, result.page_path)
   return result

@@ -115,12 +115,12 @@ def _check_stats_json(path: str | None) -> None:
     return
   if os.path.isdir(path):
     raise ValueError(f"--stats_json={path} is a folder; give a file name")
-  workdir_lib.ensure_writable_dir(os.path.dirname(os.path.abspath(path)), "stats_json")
+  workdir_lib.check_writable_dir(os.path.dirname(os.path.abspath(path)), "stats_json")
 
 
 def main(flag_values: flags.FlagValues) -> None:
   cfg = from_flags(DataConfig, flag_values)
-  workdir_lib.ensure_writable_dir(os.path.expanduser(cfg.cache_dir), "cache_dir")
+  workdir_lib.check_writable_dir(os.path.expanduser(cfg.cache_dir), "cache_dir")
   _check_stats_json(flag_values.stats_json)
   statistics = prepare_statistics(pipeline.load_dataset(cfg))
   # The report is this program's output: stdout, before anything is written.
@@ -128,6 +128,7 @@ def main(flag_values: flags.FlagValues) -> None:
   sys.stdout.flush()
   if flag_values.stats_json:
     try:
+      os.makedirs(os.path.dirname(os.path.abspath(flag_values.stats_json)), exist_ok=True)
       with open(flag_values.stats_json, "w", encoding="utf-8") as f:
         json.dump(statistics, f, indent=2)
     except OSError as e:

@@ -6,7 +6,8 @@
     python -m musicgen_jax.sample --pretrained=list
 
 Reads W/config.json (so no model flags) and the best-by-validation checkpoint (or --step),
-or a model shipped in the package; writes O/sample_000.mid, .json, .png and .ogg, ... Bad
+or a model shipped in the package; writes O/sample_000.mid, .json, .png and .ogg, ..., and
+O/index.html, a page that plays them (its path is printed with the rest). Bad
 input is one line, before any model is loaded or compiled.
 """
 
@@ -56,6 +57,7 @@ def main(flag_values: flags.FlagValues) -> None:
   print(json.dumps({"out_dir": os.path.abspath(flag_values.out_dir),
                     "midi": [os.path.basename(p) for p in result.midi_paths],
                     "audio": [os.path.basename(p) for p in result.audio_paths],
+                    "page": os.path.abspath(result.page_path),
                     "checkpoint_step": result.record["checkpoint_step"],
                     "frames_per_s": result.record["frames_per_s"]}))
 

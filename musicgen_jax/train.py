@@ -539,8 +539,9 @@ def train_and_evaluate(config: RunConfig, workdir: str, *, dataset=None) -> dict
   Returns:
     {'step', 'train_loss', 'valid_nll', ...} of the final step.
   """
+  workdir_lib.check_writable_dir(workdir, "workdir")
+  run = prepare(config, workdir, dataset)  # data and settings checked: W may be made now
   workdir_lib.ensure_writable_dir(workdir, "workdir")
-  run = prepare(config, workdir, dataset)
   config = run.config
   with workdir_lib.WorkdirLock(workdir):
     if jax.process_index() == 0:

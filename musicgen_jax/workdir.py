@@ -28,6 +28,21 @@ METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = "train.lock"
 
 
+def check_writable_dir(path: str, flag: str) -> None:
+  """Raises a ValueError naming the flag unless `path` is, or can be made as, a writable
+  folder; creates nothing (inputs are checked before anything is written)."""
+  path = os.path.abspath(os.path.expanduser(path))
+  existing = path
+  while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"cannot write to --{flag}={path} ({existing} is not a folder); choose "
+                     "another folder")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"cannot write to --{flag}={path} ({existing} is not writable); choose "
+                     "another folder")
+
+
 def ensure_writable_dir(path: str, flag: str) -> None:
   """Creates `path` and proves it writable, or raises a ValueError naming the flag."""
   try:

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from experiments import pages
+from musicgen_jax import pages
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "results"
 

@@ -151,8 +151,10 @@ def _import_music21():
 def list_bach_chorales() -> list[SourceFile]:
   """The Bach chorale score files of the corpus that music21 installs (sorted).
 
-  Names are 'bach/<file>' relative to music21's corpus folder; the signature
-  holds the music21 version, so upgrading music21 re-encodes.
+  Names are 'bach/<file>' relative to music21's corpus folder; the signature holds the
+  music21 version and the file's size and content hash (not its modification time, which
+  differs between two installs of one version), so installs share one cache entry and
+  upgrading music21 re-encodes.
   """
   music21 = _import_music21()
   version = str(music21.__version__)
@@ -166,8 +168,8 @@ def list_bach_chorales() -> list[SourceFile]:
   files = []
   for path in paths:
     name = os.path.relpath(path, root).replace(os.sep, "/")
-    signature = _file_signature(path)
-    files.append(SourceFile(name, path, (version,) + signature, signature[0]))
+    size = os.path.getsize(path)
+    files.append(SourceFile(name, path, (version, size, file_sha256(path)[:24]), size))
   files.sort(key=lambda f: f.name)
   return files
 

@@ -5,12 +5,13 @@ browser. A music report's page shows, per model, its numbers, the piano roll and
 player for each continuation, with the prime and a real held-out excerpt as references;
 any other report's page shows its markdown as HTML.
 
-    python -m experiments.pages experiments/results/study/results.md   # (re)writes index.html
-    python -m experiments.pages samples runs/quickstart/samples         # a sampler's folder
-    python -m experiments.pages check experiments/results/study/index.html [--screenshot=P]
+    python -m musicgen_jax.pages experiments/results/study/results.md  # (re)writes index.html
+    python -m musicgen_jax.pages samples out                           # a sampler's folder
+    python -m musicgen_jax.pages check out/index.html [--screenshot=P]
 
-`check` opens a page as a person would, in headless Chromium (or Chrome), and prints the
-duration the browser reads for each audio player; it fails when one does not play.
+`sample` writes its folder's page itself. `check` opens a page as a person would, in
+headless Chromium (or Chrome), and prints the duration the browser reads for each audio
+player; it fails when one does not play.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
+
+from absl import flags
+
+from musicgen_jax import cli
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto;
@@ -254,6 +258,8 @@ def samples_page(folder: str) -> str:
 
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+BROWSER_HINT = ("install one: apt-get install chromium (Debian, Ubuntu), or Google Chrome; "
+                "the page itself opens from disk in any browser")
 # Injected into a temporary copy of the page only (the pages themselves carry no script):
 # each audio element's duration, or its error code, as an attribute --dump-dom shows.
 _MARK_AUDIO = """<script>
@@ -287,7 +293,8 @@ def check_in_browser(page_path: str, screenshot: str | None = None,
   duration the browser read (None, with the error code, where it could not play it)."""
   browser = browser or find_browser()
   if browser is None:
-    raise FileNotFoundError(f"no browser found (looked for {', '.join(BROWSERS)})")
+    raise FileNotFoundError(f"no headless browser found (looked for {', '.join(BROWSERS)}): "
+                            f"{BROWSER_HINT}")
   page_path = os.path.abspath(page_path)
   with open(page_path) as f:
     text = f.read()
@@ -311,10 +318,11 @@ def check_in_browser(page_path: str, screenshot: str | None = None,
   return found
 
 
-def _check(argv: list[str]) -> int:
-  screenshot = next((a.split("=", 1)[1] for a in argv if a.startswith("--screenshot=")), None)
+def _check(pages: list[str], screenshot: str | None) -> None:
   failed = 0
-  for page in (a for a in argv if not a.startswith("--")):
+  for page in pages:
+    if not os.path.isfile(page):
+      raise FileNotFoundError(f"{page} does not exist; give a page (index.html) to check")
     players = check_in_browser(page, screenshot)
     for p in players:
       state = (f"{p['duration_s']:.1f} s" if p["duration_s"] is not None else
@@ -323,24 +331,41 @@ def _check(argv: list[str]) -> int:
     bad = [p for p in players if p["duration_s"] is None or p["duration_s"] <= 0]
     failed += len(bad)
     print(f"{page}: {len(players) - len(bad)} of {len(players)} audio players play")
-  return 1 if failed else 0
+  if failed:
+    raise cli.Failure(f"{failed} audio player(s) do not play")
 
 
-def main(argv: list[str]) -> None:
-  """pages.py REPORT.md ...  (reports' markdown as a page per folder), pages.py samples DIR,
-  or pages.py check PAGE... [--screenshot=PNG]."""
-  if argv[:1] == ["check"]:
-    sys.exit(_check(argv[1:]))
-  if argv[:1] == ["samples"]:
-    for folder in argv[1:]:
+USAGE = ("give REPORT.md ... (a page per folder), samples DIR ... (a sampler's folder), or "
+         "check PAGE ... [--screenshot=PNG]")
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("screenshot", None, "check: also save a screenshot of the page here.",
+                      flag_values=flag_values)
+
+
+def main(flag_values: flags.FlagValues, args: list[str]) -> None:
+  """pages REPORT.md ... (reports' markdown as a page per folder), pages samples DIR ...,
+  or pages check PAGE ... [--screenshot=PNG]."""
+  if not args or (args[0] in ("check", "samples") and len(args) == 1):
+    raise cli.UsageError(USAGE)
+  if args[0] == "check":
+    _check(args[1:], flag_values.screenshot)
+    return
+  if args[0] == "samples":
+    for folder in args[1:]:
       print(write(folder, samples_page(folder)))
     return
   folders: dict[str, list[str]] = {}
-  for markdown_path in argv:
+  for markdown_path in args:
     folders.setdefault(os.path.dirname(markdown_path) or ".", []).append(markdown_path)
   for folder, paths in folders.items():
     print(write(folder, report_page(*paths)))
 
 
+def run():
+  cli.run(main, define_flags, positional=True)
+
+
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  run()
