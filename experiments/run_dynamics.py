@@ -1,4 +1,4 @@
-"""Dynamics on and off: the same model trained with and without velocity in the frame.
+r"""Dynamics on and off: the same model trained with and without velocity in the frame.
 
     python -m experiments.run_dynamics --model_flags=experiments/study/transformer_48.flags \
         --note_head=nade --velocity_bins=16 --report_dir=experiments/results/dynamics

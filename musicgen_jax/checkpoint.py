@@ -24,15 +24,23 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 CHECKPOINT_DIR = "checkpoints"
 
 
+# orbax warnings that describe what this wrapper asks for, not a problem: a reader opens the
+# checkpoints read-only, and a checkpoint written between validations has no metric.
+_EXPECTED_WARNINGS = ("read_only=True", "directory is read only", "did not provide metrics")
+
+
 class _QuietOrbax(logging_std.Filter):
-  """Drops orbax's per-save INFO chatter from the absl log; warnings pass, errors without
-  their thread's traceback (the failure reaches the user as one CheckpointError line)."""
+  """Drops orbax's per-save INFO chatter and its expected warnings from the absl log; other
+  warnings pass, errors without their thread's traceback (the failure reaches the user as
+  one CheckpointError line)."""
 
   def filter(self, record):
     if "orbax" not in record.pathname:
       return True
     if record.levelno >= logging_std.ERROR:
       record.exc_info, record.exc_text, record.stack_info = None, None, None
+    elif any(text in record.getMessage() for text in _EXPECTED_WARNINGS):
+      return False
     return record.levelno >= logging_std.WARNING
 
 

@@ -87,9 +87,17 @@ def call(main: Callable[..., None], flag_values: flags.FlagValues, argv: list[st
     fail(one_line(e))
 
 
+# Loggers whose INFO lines say nothing a user acts on ("Unable to initialize backend 'tpu'"
+# on every machine without one); their warnings still show.
+QUIET_LOGGERS = ("jax._src.xla_bridge",)
+
+
 def run(main: Callable[..., None], define_flags: Callable[[flags.FlagValues], None],
         flag_values: flags.FlagValues = flags.FLAGS, positional: bool = False) -> None:
   """Defines the program's flags (listed by --help), parses them and calls main."""
+  import logging as logging_std  # pylint: disable=g-import-not-at-top
+  for name in QUIET_LOGGERS:
+    logging_std.getLogger(name).setLevel(logging_std.WARNING)
   before = set(flag_values)
   define_flags(flag_values)
   for name in sorted(set(flag_values) - before):

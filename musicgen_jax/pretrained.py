@@ -1,4 +1,4 @@
-"""Trained models shipped inside the package, and how one is made from a workdir.
+r"""Trained models shipped inside the package, and how one is made from a workdir.
 
     python -m musicgen_jax.sample --pretrained=list
     python -m musicgen_jax.sample --pretrained=chorales --num_frames=256 --out_dir=O

@@ -1,4 +1,4 @@
-"""The sampling program: a trained workdir to MIDI files (see `musicgen_jax.generate`).
+r"""The sampling program: a trained workdir to MIDI files (see `musicgen_jax.generate`).
 
     python -m musicgen_jax.sample --workdir=W --num_frames=512 --num_samples=4 \
         --temperature=1.0 --prime_midi=F --prime_frames=10 --out_dir=O

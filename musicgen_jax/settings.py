@@ -58,7 +58,8 @@ def in_range(low, high, *, high_open: bool = False) -> Check:
 def setting(default: Any = dataclasses.MISSING, help: str = "", *,  # pylint: disable=redefined-builtin
             choices: Iterable[str] | None = None, check: Check | None = None,
             default_factory: Callable[[], Any] | None = None, flag: bool = True,
-            resume: str = FIXED, flag_default_help: str | None = None) -> Any:
+            resume: str = FIXED, flag_default_help: str | None = None,
+            stored_default: Any = dataclasses.MISSING) -> Any:
   """A dataclass field that is also a setting.
 
   Args:
@@ -71,11 +72,14 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *,  # pylint: di
     flag: False for fields that are not command-line settings (derived values).
     resume: FIXED, OVERRIDE or FREE, see `merge`.
     flag_default_help: for default_factory fields, how the help names the default.
+    stored_default: the value a stored config that lacks the field meant (the default of
+      the version that wrote it), where the default has changed since; else the default.
   """
   if resume not in RESUME_RULES:
     raise ValueError(f"resume must be one of {RESUME_RULES}, got {resume!r}")
   metadata = {"help": help, "choices": tuple(choices) if choices else None, "check": check,
-              "flag": flag, "resume": resume, "flag_default_help": flag_default_help}
+              "flag": flag, "resume": resume, "flag_default_help": flag_default_help,
+              "stored_default": stored_default}
   if default_factory is not None:
     return dataclasses.field(default_factory=default_factory, metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)
@@ -151,8 +155,12 @@ class Settings:
 
   @classmethod
   def from_dict(cls, values: dict, *, where: str = "config"):
-    """Builds from stored values; missing fields take their defaults (older files)."""
+    """Builds from stored values; missing fields (older files) take the value they meant
+    then: `stored_default` where the default has changed since, else the default."""
     names = {f.name for f in dataclasses.fields(cls)}
+    values = dict({f.name: f.metadata["stored_default"] for f in dataclasses.fields(cls)
+                   if f.metadata.get("stored_default", dataclasses.MISSING)
+                   is not dataclasses.MISSING and f.name not in values}, **values)
     unknown = sorted(set(values) - names)
     if unknown:
       raise ValueError(f"{where}: unknown {cls.__name__} settings {', '.join(unknown)} "

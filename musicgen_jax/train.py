@@ -1,4 +1,4 @@
-"""Training: the train step, the loop, and its CLI.
+r"""Training: the train step, the loop, and its CLI.
 
     python -m musicgen_jax.train --model=lstm --dataset=bach_chorales \
         --seq_len=48 --batch_size=64 --num_steps=2000 --workdir=W

@@ -95,7 +95,7 @@ def test_protocol_context_per_model(model):
   # Two layers and chunks shorter than the pieces: the state (lstm) or the receptive
   # field (transformer) must carry across chunk boundaries exactly.
   cfg = ModelConfig(model=model, hidden_size=8, num_layers=2, num_heads=2, seq_len=5,
-                    max_duration_steps=12)
+                    max_duration_steps=12, note_head="independent")  # naive_scores' head
   params = init_params(cfg, jax.random.key(0))
   pieces = [toy_frames(7, 37), toy_frames(8, 6), toy_frames(9, 20)]
   expected = naive_scores(cfg, params, pieces)

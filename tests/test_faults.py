@@ -189,7 +189,7 @@ def test_sampling_into_a_folder_with_samples_needs_overwrite(trained, midi_dir, 
   with pytest.raises(ValueError, match="--overwrite"):
     generate.sample_workdir(str(workdir), str(tmp_path), num_samples=2, **common)
   generate.sample_workdir(str(workdir), str(tmp_path), num_samples=2, overwrite=True, **common)
-  assert sorted(os.listdir(tmp_path)) == ["sample_000.json", "sample_000.mid",
+  assert sorted(os.listdir(tmp_path)) == ["index.html", "sample_000.json", "sample_000.mid",
                                           "sample_001.json", "sample_001.mid"]
 
 

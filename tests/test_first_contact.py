@@ -128,3 +128,63 @@ def test_sample_writes_a_listening_page_and_says_where(tmp_path):
   assert page.count("sample_00") >= 2
   assert all((out / p).exists() for p in pages.referenced_files(page))
   assert "listen: open" in proc.stderr
+
+
+# A normal run prints only what matters.
+
+
+def test_a_normal_run_prints_no_noise_and_a_skipped_file_is_warned_about_once(tmp_path):
+  from musicgen_jax import frames_to_midi  # pylint: disable=g-import-not-at-top
+  from toy import toy_frames  # pylint: disable=g-import-not-at-top
+  data = tmp_path / "midi"
+  data.mkdir()
+  for i in range(8):
+    frames_to_midi(toy_frames(i, 30)).save(str(data / f"piece_{i}.mid"))
+  (data / "broken.mid").write_bytes(b"not midi")
+  common = [f"--workdir={tmp_path / 'w'}"]
+  train = _run("musicgen_jax.train", *common, "--dataset=midi_dir", f"--data_dir={data}",
+               f"--cache_dir={tmp_path / 'cache'}", "--num_workers=1", "--valid_fraction=0.3",
+               "--test_fraction=0.3", "--hidden_size=8",
+               "--num_layers=1", "--seq_len=8", "--batch_size=4", "--num_steps=6",
+               "--log_every=3", "--eval_every=6", "--checkpoint_every=3",
+               "--max_duration_steps=24", "--note_head=independent")
+  assert train.returncode == 0, train.stderr[-2000:]
+  sample = _run("musicgen_jax.sample", *common, "--num_frames=8", "--num_samples=1",
+                f"--out_dir={tmp_path / 'out'}", "--audio=none", "--noplot")
+  assert sample.returncode == 0, sample.stderr[-2000:]
+  for proc in (train, sample):
+    for noise in ("backend 'tpu'", "read only", "read_only", "did not provide metrics"):
+      assert noise not in proc.stderr, noise
+  assert sum("skipped broken.mid" in l for l in train.stderr.splitlines()) == 1
+  assert "skipped broken.mid" not in sample.stderr  # the cache remembers; the count is logged
+  assert "1 skipped" in sample.stderr
+
+
+def test_usage_examples_keep_their_line_breaks():
+  import ast  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  checked = 0
+  for path in sorted(pathlib.Path(ROOT).glob("*/*.py")):
+    if path.parts[-2] not in ("musicgen_jax", "experiments"):
+      continue
+    doc = ast.get_docstring(ast.parse(path.read_text()), clean=False) or ""
+    if "python -m" in doc:
+      checked += 1
+      assert not re.search(r"\S {4,}--", doc), f"{path.name}: a usage line lost its break"
+  assert checked >= 8
+  proc = _run("musicgen_jax.train", "--help")
+  assert "--dataset=bach_chorales \\\n" in proc.stdout
+
+
+def test_the_default_note_head_is_nade_and_old_runs_keep_theirs():
+  import json  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.config import RunConfig  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
+  assert ModelConfig().note_head == "nade"
+  legacy = pathlib.Path(__file__).parent / "fixtures" / "legacy_lstm"
+  assert "note_head" not in json.loads((legacy / "config.json").read_text())["model"]
+  assert RunConfig.load(str(legacy)).model.note_head == "independent"
+  study = sorted(pathlib.Path(ROOT, "experiments", "study").glob("*.flags"))
+  assert study and all("--note_head=independent\n" in f.read_text() for f in study)

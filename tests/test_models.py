@@ -50,7 +50,7 @@ def quick_jit(fn):
 
 def tiny_config(model, **overrides):
   settings = dict(model=model, hidden_size=16, num_layers=2, num_heads=2, seq_len=SEQ_LEN,
-                  max_duration_steps=24)
+                  max_duration_steps=24, note_head="independent")  # test_nade has the other
   settings.update(overrides)
   return ModelConfig(**settings)
 

@@ -36,6 +36,6 @@ def toy_config(model="lstm", **train) -> RunConfig:
   settings.update(train)
   return RunConfig(
       model=ModelConfig(model=model, hidden_size=16, num_layers=1, num_heads=2, seq_len=8,
-                        max_duration_steps=24),
+                        max_duration_steps=24, note_head="independent"),
       data=DataConfig(cache_dir="/nonexistent"),
       train=TrainConfig(**settings))

@@ -314,7 +314,8 @@ def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
     logging.info("wrote cache %s", path)
   info = {"source": location, "num_files": len(files), "num_encoded": len(to_encode),
           "num_cached": len(files) - len(to_encode), "cache_hit": not to_encode,
-          "cache_path": path, "encode_seconds": encode_seconds}
+          "cache_path": path, "encode_seconds": encode_seconds,
+          "fresh_skips": sorted({f.name for f in to_encode} & {s.name for s in skips})}
   return pieces, [(s.name, s.reason) for s in skips], info
 
 
@@ -351,6 +352,7 @@ def _load_json_source(cfg: DataConfig):
       "num_encoded": 0 if hit else num_files,
       "num_cached": num_files if hit else 0, "cache_hit": hit,
       "cache_path": path, "encode_seconds": encode_seconds,
+      "fresh_skips": [] if hit else [s.name for s in skips],
   }
   return pieces, [(s.name, s.reason) for s in skips], info
 
@@ -409,7 +411,9 @@ def load_dataset(cfg: DataConfig, *,
     entries, skipped, info = _load_json_source(cfg)
   else:
     entries, skipped, info = _load_midi_source(cfg, progress_interval_s)
-  _warn_skipped(skipped, info["source"])
+  # Each skipped file is warned about when it is encoded; loads from the cache count it.
+  fresh = set(info.pop("fresh_skips"))
+  _warn_skipped([s for s in skipped if s[0] in fresh], info["source"])
   if not entries:
     raise _no_music_error(info["source"], info["num_files"], skipped)
   splits = _split_pieces(cfg, entries)

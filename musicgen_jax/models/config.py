@@ -28,9 +28,10 @@ class ModelConfig(Settings):
   dtype: str = setting("float32", "Compute dtype (parameters stay float32); bfloat16 for "
                        "accelerators.", choices=DTYPES)
   note_head: str = setting(
-      "independent", "Note output: 'independent' Bernoulli per pitch (the study's) or 'nade', "
-      "pitch by pitch from the lowest, each given the pitches below it (as RNN-NADE).",
-      choices=NOTE_HEADS)
+      "nade", "Note output: 'nade', pitch by pitch from the lowest, each given the pitches "
+      "below it (as RNN-NADE; the better likelihood and music), or 'independent' Bernoulli "
+      "per pitch (the study's).", choices=NOTE_HEADS,
+      stored_default="independent")  # runs from before the nade head had only the study's
   nade_hidden: int = setting(100, "Hidden units of the nade note head.", check=positive)
   duration_head: str = setting(
       "categorical", "Duration output: classes of grid steps, or the study's scalar regression.",
