@@ -70,7 +70,7 @@ def test_an_unwritable_workdir_is_still_refused_before_any_data_is_read(tmp_path
 # Two installs of one music21 version share the chorales' cache entry.
 
 
-def _fake_install(monkeypatch, folder, originals):
+def _fake_install(monkeypatch, folder, originals, age_s):
   """music21's Bach corpus as if installed in `folder`: copies with new modification times."""
   import shutil  # pylint: disable=g-import-not-at-top
   import music21  # pylint: disable=g-import-not-at-top
@@ -79,7 +79,7 @@ def _fake_install(monkeypatch, folder, originals):
   for path in originals:
     copy = folder / "bach" / os.path.basename(path)
     shutil.copyfile(path, copy)
-    os.utime(copy, ns=(os.stat(path).st_mtime_ns + 10**9 * len(str(folder)),) * 2)
+    os.utime(copy, ns=(os.stat(path).st_mtime_ns - 10**9 * age_s,) * 2)
     copies.append(str(copy))
   monkeypatch.setattr(music21.corpus, "getComposer", lambda composer: list(copies))
 
@@ -90,10 +90,10 @@ def test_two_installs_of_music21_share_the_chorale_cache(monkeypatch, tmp_path):
   originals = [str(p) for p in music21.corpus.getComposer("bach")
                if str(p).endswith(".mxl")][:3]
   cfg = DataConfig(dataset="bach_chorales", cache_dir=str(tmp_path / "cache"), num_workers=1)
-  _fake_install(monkeypatch, tmp_path / "venv_a", originals)
+  _fake_install(monkeypatch, tmp_path / "venv_a", originals, age_s=3600)
   first_files = sources.list_bach_chorales()
   first = load_dataset(cfg)
-  _fake_install(monkeypatch, tmp_path / "venv_b", originals)
+  _fake_install(monkeypatch, tmp_path / "venv_b", originals, age_s=60)
   assert [f.signature for f in sources.list_bach_chorales()] == [f.signature for f in first_files]
   second = load_dataset(cfg)
   assert not first.summary["cache_hit"] and second.summary["cache_hit"]
