@@ -253,8 +253,9 @@ def samples_page(folder: str) -> str:
                  "notes": record["num_notes"], "quarters": round(record["length_quarters"], 1)},
         roll=record.get("png"), audio=[record["audio"]] if record.get("audio") else []))
   first = entries[0].numbers["model"] if entries else "?"
-  return music_page(f"Samples of a {first} model", f"{len(entries)} samples in {folder}; the "
-                    "prime is grey in each piano roll.", [], [("Samples", entries)])
+  return music_page(f"Samples: {first} model", f"{len(entries)} samples in {folder}, each "
+                    "beside its MIDI file (sample_NNN.mid); the prime is grey in each piano "
+                    "roll.", [], [("Samples", entries)])
 
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
