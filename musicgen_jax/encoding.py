@@ -38,12 +38,66 @@ PIANO_KEYS = 88  # pitches 21..108, the first 88 note columns: the benchmarks' n
 # Optional dynamics: frames with velocity carry one more column, the mean MIDI velocity
 # (1..127) of the onset's notes (0 for an empty frame).
 VELOCITY_INDEX = FRAME_DIM
-FRAME_WIDTHS = (FRAME_DIM, FRAME_DIM + 1)
 DURATION_MODES = ("ioi", "note")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameLayout:
+  """The parts of a frame and the columns they take: the one description that the codec,
+  the heads, the shape checks and the plots read.
+
+  notes: columns 0..105, 1.0 where MIDI pitch 21 + i starts at the frame's onset.
+  duration: column 106, the frame's duration in quarter notes.
+  velocity (when `velocity`): column 107, the onset's mean MIDI velocity (0 for a rest).
+  """
+
+  velocity: bool = False
+
+  notes = slice(0, NUM_NOTES)
+  duration_index = DURATION_INDEX
+
+  @property
+  def width(self) -> int:
+    return FRAME_DIM + int(self.velocity)
+
+  @property
+  def velocity_index(self) -> int | None:
+    return VELOCITY_INDEX if self.velocity else None
+
+  @property
+  def parts(self) -> tuple[str, ...]:
+    return ("notes", "duration") + (("velocity",) if self.velocity else ())
+
+  def describe(self) -> str:
+    return f"{self.width} ({', '.join(self.parts)})"
+
+  @classmethod
+  def for_width(cls, width: int) -> FrameLayout | None:
+    return next((layout for layout in LAYOUTS if layout.width == width), None)
+
+
+LAYOUTS = (FrameLayout(), FrameLayout(velocity=True))
+FRAME_WIDTHS = tuple(layout.width for layout in LAYOUTS)
+
+
+def frame_layout(frames, what: str = "frames", dims: str | None = "T") -> FrameLayout:
+  """The layout of `frames` (an array or its shape); a ValueError naming `what` otherwise.
+
+  dims: the leading axes as the message names them ("T", "batch, P"); their number is
+  checked too. None: any leading axes.
+  """
+  shape = tuple(frames) if isinstance(frames, tuple) else tuple(np.shape(frames))
+  layout = FrameLayout.for_width(shape[-1]) if shape else None
+  if layout is None or (dims is not None and len(shape) != len(dims.split(",")) + 1):
+    leading = f"{dims}, " if dims is not None else "..., "
+    widths = " or ".join(l.describe() for l in LAYOUTS)
+    raise ValueError(f"{what} must be [{leading}F] with F = {widths}; got shape {shape}")
+  return layout
 
 __all__ = [
     "DURATION_INDEX", "DURATION_MODES", "FRAME_DIM", "HIGHEST_PITCH", "LOWEST_PITCH",
-    "NUM_NOTES", "PIANO_KEYS", "VELOCITY_INDEX", "EncodeStats", "MidiError", "encode_midi", "frames_to_midi",
+    "NUM_NOTES", "PIANO_KEYS", "VELOCITY_INDEX", "EncodeStats", "FrameLayout", "MidiError",
+    "encode_midi", "frame_layout", "frames_to_midi",
     "duration_classes", "duration_steps", "frame_steps", "frames_to_notes", "midi_to_frames",
     "notes_to_frames", "pitch_name", "quarters_of_class",
 ]
@@ -238,14 +292,13 @@ def midi_to_frames(source: MidiSource, *, steps_per_quarter: int = 12,
 
 def has_velocity(frames) -> bool:
   """True for frames that carry dynamics (a velocity column after the duration)."""
-  return np.shape(frames)[-1] == FRAME_DIM + 1
+  layout = FrameLayout.for_width(np.shape(frames)[-1])
+  return layout is not None and layout.velocity
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
   frames = np.asarray(frames, dtype=np.float64)
-  if frames.ndim != 2 or frames.shape[1] not in FRAME_WIDTHS:
-    raise ValueError(f"frames must have shape [T, {FRAME_DIM}] (or [T, {FRAME_DIM + 1}] with "
-                     f"velocity), got {frames.shape}")
+  frame_layout(frames)
   if not np.all(np.isfinite(frames)):
     raise ValueError("frames contain non-finite values")
   if np.any(frames[:, DURATION_INDEX] < 0):

@@ -34,7 +34,7 @@ import numpy as np
 from absl import flags, logging
 
 from musicgen_jax import cli, losses, models
-from musicgen_jax.encoding import FRAME_WIDTHS
+from musicgen_jax.encoding import frame_layout
 from musicgen_jax.models import FIELD, STATE, ModelConfig, apply_model
 
 METRIC_KEYS = losses.METRIC_NAMES + ("count",)
@@ -45,9 +45,7 @@ WINDOW_ROWS_PER_PIECE_ROW = 16  # windowed models: windows per compiled call / b
 
 def _frames_of(piece) -> np.ndarray:
   frames = np.asarray(getattr(piece, "frames", piece), np.float32)
-  if frames.ndim != 2 or frames.shape[1] not in FRAME_WIDTHS:
-    raise ValueError(f"a piece must be [T, 107] (or [T, 108] with velocity), got "
-                     f"{frames.shape}")
+  frame_layout(frames, "a piece")
   return frames
 
 

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from musicgen_jax.encoding import (DURATION_INDEX, FRAME_WIDTHS, NUM_NOTES, PIANO_KEYS,
-                                   VELOCITY_INDEX)
+from musicgen_jax.encoding import (DURATION_INDEX, NUM_NOTES, PIANO_KEYS, VELOCITY_INDEX,
+                                   frame_layout)
 from musicgen_jax.models import FrameDistribution
 
 METRIC_NAMES = ("nll", "nll_notes", "nll_notes_88", "nll_duration", "nll_velocity", "nll_total",
@@ -37,8 +37,7 @@ def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Ar
     'fp', 'fn' note counts with a note predicted when its conditional probability exceeds
     0.5 (for the nade head, given the true pitches below it).
   """
-  if targets.shape[-1] not in FRAME_WIDTHS:
-    raise ValueError(f"targets must end in 107 (or 108) features, got shape {targets.shape}")
+  frame_layout(targets.shape, "targets", dims=None)
   targets = targets.astype(jnp.float32)
   notes = targets[..., :NUM_NOTES]
   logits = pred.notes.conditional_logits(notes).astype(jnp.float32)

@@ -88,9 +88,7 @@ SCALES = _scales()
 
 def _frames(piece) -> np.ndarray:
   frames = np.asarray(getattr(piece, "frames", piece), np.float32)
-  if frames.ndim != 2 or frames.shape[1] not in encoding.FRAME_WIDTHS:
-    raise ValueError(f"a piece must be [T, {encoding.FRAME_DIM}] (or [T, 108] with velocity), "
-                     f"got {frames.shape}")
+  encoding.frame_layout(frames, "a piece")
   return frames
 
 

@@ -13,8 +13,8 @@ import importlib.util
 
 import numpy as np
 
-from musicgen_jax.encoding import (FRAME_WIDTHS, frame_steps, frames_to_notes, has_velocity,
-                                   note_velocities, pitch_name)
+from musicgen_jax.encoding import (frame_layout, frame_steps, frames_to_notes, note_velocities,
+                                   pitch_name)
 PRIME_COLOR = "0.45"  # notes of the prime: grey
 SAMPLE_COLOR = "tab:blue"  # generated notes
 PRIME_SHADE = "0.92"  # background of the prime region
@@ -53,9 +53,7 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
     ValueError: frames are not [T, 107] or prime_frames is out of 0..T.
   """
   frames = np.asarray(frames, np.float32)
-  if frames.ndim != 2 or frames.shape[1] not in FRAME_WIDTHS:
-    raise ValueError(f"frames must be [T, 107] (or [T, 108] with velocity), got shape "
-                     f"{frames.shape}")
+  layout = frame_layout(frames)
   if not 0 <= prime_frames <= frames.shape[0]:
     raise ValueError(f"prime_frames must be in 0..{frames.shape[0]}, got {prime_frames}")
   # Lazy: matplotlib is an optional extra. The Agg canvas needs no display.
@@ -76,7 +74,7 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
     ax.text(0.0, 1.0, f"prime: {prime_frames} frames", transform=ax.get_xaxis_transform(),
             va="bottom", ha="left", fontsize=8, color=PRIME_COLOR)
   alphas = None
-  if has_velocity(frames):  # louder notes are drawn more opaque
+  if layout.velocity:  # louder notes are drawn more opaque
     alphas = np.clip(note_velocities(frames) / 127.0, 0.15, 1.0)
   _draw_notes(ax, onsets / steps_per_quarter, ends / steps_per_quarter, pitches, prime_end_q,
               bool(prime_frames), alphas)

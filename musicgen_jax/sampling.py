@@ -28,7 +28,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.encoding import FRAME_WIDTHS, NUM_NOTES
+from musicgen_jax.encoding import NUM_NOTES, frame_layout
 from musicgen_jax.settings import Settings, non_negative, positive, setting
 
 StepFn = Callable[..., tuple[Any, Any]]
@@ -116,10 +116,9 @@ def generate(step_fn: StepFn, carry: Any, prime: jax.Array, rng: jax.Array,
     float32[batch, P + num_frames, 107]: the prime followed by the sampled frames.
   """
   prime = jnp.asarray(prime, jnp.float32)
-  if prime.ndim != 3 or prime.shape[-1] not in FRAME_WIDTHS or prime.shape[1] < 1:
-    raise ValueError(
-        f"prime must be float32[batch, P, 107] (108 with velocity) with P >= 1, got shape "
-        f"{prime.shape}")
+  frame_layout(prime.shape, "prime", "batch, P")
+  if prime.shape[1] < 1:
+    raise ValueError(f"the prime needs at least one frame, got shape {prime.shape}")
   step = lambda frame, carry: step_fn(frame, carry, *step_args)
   prime_t = jnp.swapaxes(prime, 0, 1)  # [P, batch, 107]
 

@@ -316,3 +316,28 @@ def test_empty_frames_array_for_file_without_notes():
   frames, stats = encode_midi(data)
   assert frames.shape == (0, FRAME_DIM) and stats.num_frames == 0
   assert encoding.frames_to_notes(frames)[0].size == 0
+
+
+def test_one_description_of_the_frame_checks_every_entry_point(tmp_path):
+  """Frames of a wrong width get the same message everywhere: the frame's parts are
+  described once (encoding.FrameLayout)."""
+  from musicgen_jax import evaluate, losses, music_stats, plotting  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data import WindowBatches, sources  # pylint: disable=g-import-not-at-top
+  assert [l.describe() for l in encoding.LAYOUTS] == [
+      "107 (notes, duration)", "108 (notes, duration, velocity)"]
+  assert encoding.FrameLayout(velocity=True).velocity_index == FRAME_DIM
+  bad = np.zeros((4, 50), np.float32)
+  calls = [
+      lambda: encoding.frames_to_midi(bad),
+      lambda: sources.SparsePiece.from_frames(bad, {}),
+      lambda: WindowBatches([bad], 2, 2, 0),
+      lambda: music_stats.piece_features(bad),
+      lambda: evaluate.evaluate_pieces(None, None, [bad]),
+      lambda: losses.frame_terms(None, bad),
+  ]
+  if plotting.available():
+    calls.append(lambda: plotting.piano_roll(bad, str(tmp_path / "x.png")))
+  for call in calls:
+    with pytest.raises(ValueError, match=r"must be \[.*F\] with F = 107 \(notes, duration\) or "
+                                         r"108 \(notes, duration, velocity\); got shape"):
+      call()

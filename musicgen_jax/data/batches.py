@@ -25,8 +25,7 @@ from musicgen_jax import encoding
 def _arrays(pieces: Sequence) -> list[np.ndarray]:
   arrays = [np.asarray(getattr(p, "frames", p)) for p in pieces]
   for a in arrays:
-    if a.ndim != 2 or a.shape[1] not in encoding.FRAME_WIDTHS:
-      raise ValueError(f"expected frames [T, {encoding.FRAME_DIM}], got {a.shape}")
+    encoding.frame_layout(a, "a piece")
   return arrays
 
 

@@ -231,8 +231,8 @@ def _densify(pieces: list[sources.SparsePiece]) -> list[np.ndarray]:
   """Sparse pieces -> <float32>[T_i, 107] (108 with velocities) views into one array."""
   lengths = np.array([p.num_frames for p in pieces], np.int64)
   offsets = np.concatenate([[0], np.cumsum(lengths)])
-  with_velocity = bool(pieces) and pieces[0].velocities is not None
-  frames = np.zeros((int(offsets[-1]), encoding.FRAME_DIM + with_velocity), np.float32)
+  layout = encoding.FrameLayout(velocity=bool(pieces) and pieces[0].velocities is not None)
+  frames = np.zeros((int(offsets[-1]), layout.width), np.float32)
   if pieces:
     rows = np.concatenate([p.rows.astype(np.int64) + o
                            for p, o in zip(pieces, offsets[:-1])])
@@ -240,8 +240,8 @@ def _densify(pieces: list[sources.SparsePiece]) -> list[np.ndarray]:
     frames[rows, pitches.astype(np.int64)] = 1.0
     frames[:, encoding.DURATION_INDEX] = np.concatenate(
         [p.durations for p in pieces])
-    if with_velocity:
-      frames[:, encoding.VELOCITY_INDEX] = np.concatenate([p.velocities for p in pieces])
+    if layout.velocity:
+      frames[:, layout.velocity_index] = np.concatenate([p.velocities for p in pieces])
   frames.flags.writeable = False
   return [frames[offsets[i]:offsets[i + 1]] for i in range(len(pieces))]
 

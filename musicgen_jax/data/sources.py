@@ -69,12 +69,10 @@ class SparsePiece:
   @classmethod
   def from_frames(cls, frames: np.ndarray, stats: dict) -> "SparsePiece":
     """Takes <float32>[T, 107] frames (notes 0/1, duration; a velocity column last)."""
-    if frames.ndim != 2 or frames.shape[1] not in encoding.FRAME_WIDTHS:
-      raise ValueError(f"expected frames [T, {encoding.FRAME_DIM}], got "
-                       f"{frames.shape}")
-    rows, pitches = np.nonzero(frames[:, :encoding.NUM_NOTES])
+    layout = encoding.frame_layout(frames)
+    rows, pitches = np.nonzero(frames[:, layout.notes])
     velocities = None
-    if encoding.has_velocity(frames):
+    if layout.velocity:
       velocities = np.ascontiguousarray(frames[:, encoding.VELOCITY_INDEX], dtype=np.float32)
     return cls(rows=rows.astype(np.int32), pitches=pitches.astype(np.uint8),
                durations=np.ascontiguousarray(

@@ -9,8 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.encoding import (DURATION_INDEX, FRAME_DIM, FRAME_WIDTHS, NUM_NOTES,
-                                   VELOCITY_INDEX)
+from musicgen_jax.encoding import NUM_NOTES, FrameLayout, frame_layout
 from musicgen_jax.models.config import ModelConfig
 from musicgen_jax.models.distributions import (CategoricalDuration, CategoricalVelocity,
                                                FrameDistribution, IndependentNotes,
@@ -32,17 +31,23 @@ def compute_dtype(cfg: ModelConfig) -> jnp.dtype:
   return _DTYPES[cfg.dtype]
 
 
+def model_layout(cfg: ModelConfig) -> FrameLayout:
+  """The frames a model reads and predicts: with a velocity column when velocity_bins > 0."""
+  return FrameLayout(velocity=cfg.velocity_bins > 0)
+
+
 def frame_width(cfg: ModelConfig) -> int:
   """107, or 108 for a model of frames with dynamics (velocity_bins > 0)."""
-  return FRAME_DIM + (cfg.velocity_bins > 0)
+  return model_layout(cfg).width
 
 
 def check_frames(frames: jax.Array, cfg: ModelConfig, ndim: int = 3) -> None:
-  """Raises unless frames are float[batch, (time,) 107] (108 with velocity)."""
-  width = frame_width(cfg)
-  shape = f"[batch, time, {width}]" if ndim == 3 else f"[batch, {width}]"
-  if frames.ndim != ndim or frames.shape[-1] != width:
-    raise ValueError(f"frames must be {shape}, got shape {frames.shape}")
+  """Raises unless frames are float[batch, (time,) F] with this model's layout."""
+  layout = model_layout(cfg)
+  shape = f"[batch, time, {layout.width}]" if ndim == 3 else f"[batch, {layout.width}]"
+  if frames.ndim != ndim or frames.shape[-1] != layout.width:
+    raise ValueError(f"frames must be {shape} for this model (F = {layout.describe()}), got "
+                     f"shape {frames.shape}")
 
 
 def duration_feature(duration: jax.Array) -> jax.Array:
@@ -64,13 +69,12 @@ def input_features(frames: jax.Array) -> jax.Array:
     float32[..., 107]: the 106 note indicators unchanged, then `duration_feature`; with
     velocity one more, the velocity / 127.
   """
-  if frames.shape[-1] not in FRAME_WIDTHS:
-    raise ValueError(f"frames must end in {FRAME_DIM} features ({FRAME_DIM + 1} with velocity), "
-                     f"got shape {frames.shape}")
+  layout = frame_layout(frames.shape, dims=None)
   frames = frames.astype(jnp.float32)
-  parts = [frames[..., :NUM_NOTES], duration_feature(frames[..., DURATION_INDEX])[..., None]]
-  if frames.shape[-1] > FRAME_DIM:
-    parts.append(frames[..., VELOCITY_INDEX:VELOCITY_INDEX + 1] / 127.0)
+  parts = [frames[..., layout.notes],
+           duration_feature(frames[..., layout.duration_index])[..., None]]
+  if layout.velocity:
+    parts.append(frames[..., layout.velocity_index, None] / 127.0)
   return jnp.concatenate(parts, axis=-1)
 
 
