@@ -16,6 +16,14 @@ Duration modes:
   "note": a frame lasts as long as the longest note of its chord, and decoding
     plays frames back to back (the seed study's encoding; it loses onset
     timing where notes overlap).
+
+Note lengths (`note_lengths=True`, "ioi" mode): frames gain 106 columns, the length of
+each note that starts there, so a note sounds for its own length, held across later
+onsets or ending between them, instead of being cut at the next onset (which loses about a
+quarter of real piano music's sounding time). A pitch struck again while it sounds ends
+the earlier note there (`cut_at_restrike`). Exact both ways: MIDI -> frames -> MIDI keeps
+every in-range note's quantised (onset, pitch, end), so cut, and frames -> MIDI -> frames
+is the identity. `FrameLayout` describes the parts (notes, duration, velocity, lengths).
 """
 
 from __future__ import annotations
@@ -49,24 +57,34 @@ class FrameLayout:
   notes: columns 0..105, 1.0 where MIDI pitch 21 + i starts at the frame's onset.
   duration: column 106, the frame's duration in quarter notes.
   velocity (when `velocity`): column 107, the onset's mean MIDI velocity (0 for a rest).
+  lengths (when `lengths`): the next 106 columns, the length in quarter notes of each note
+    that starts here (0 where none does): a note sounds for its own length, held across
+    later onsets or ending between them, instead of until the next onset.
   """
 
   velocity: bool = False
+  lengths: bool = False
 
   notes = slice(0, NUM_NOTES)
   duration_index = DURATION_INDEX
 
   @property
   def width(self) -> int:
-    return FRAME_DIM + int(self.velocity)
+    return FRAME_DIM + int(self.velocity) + NUM_NOTES * int(self.lengths)
 
   @property
   def velocity_index(self) -> int | None:
     return VELOCITY_INDEX if self.velocity else None
 
   @property
+  def length_columns(self) -> slice | None:
+    start = FRAME_DIM + int(self.velocity)
+    return slice(start, start + NUM_NOTES) if self.lengths else None
+
+  @property
   def parts(self) -> tuple[str, ...]:
-    return ("notes", "duration") + (("velocity",) if self.velocity else ())
+    return (("notes", "duration") + (("velocity",) if self.velocity else ()) +
+            (("lengths",) if self.lengths else ()))
 
   def describe(self) -> str:
     return f"{self.width} ({', '.join(self.parts)})"
@@ -76,7 +94,7 @@ class FrameLayout:
     return next((layout for layout in LAYOUTS if layout.width == width), None)
 
 
-LAYOUTS = (FrameLayout(), FrameLayout(velocity=True))
+LAYOUTS = tuple(FrameLayout(velocity=v, lengths=l) for l in (False, True) for v in (False, True))
 FRAME_WIDTHS = tuple(layout.width for layout in LAYOUTS)
 
 
@@ -180,9 +198,42 @@ def _durations(onsets: np.ndarray, chord_end: np.ndarray, duration_mode: str):
   return rows, durations, rows[has_rest] + 1, rest[has_rest]
 
 
+def cut_at_restrike(onset_steps: np.ndarray, end_steps: np.ndarray,
+                    pitches: np.ndarray) -> np.ndarray:
+  """int64[N]: each note's end, cut where the same pitch is struck again (as a key sounds
+  once: the earlier note ends at the re-strike). Notes of one pitch and onset are one note.
+
+  Where a file's note-offs close the oldest open note of a pitch (as every reader here
+  pairs them), the ends of one pitch come in onset order, so the cut keeps every moment a
+  pitch sounds, and the notes it writes back never overlap: decoding then re-encoding is
+  exact.
+  """
+  onsets, ends = np.asarray(onset_steps, np.int64), np.asarray(end_steps, np.int64)
+  key = np.asarray(pitches, np.int64) * (int(onsets.max(initial=0)) + 2) + onsets
+  order = np.argsort(key, kind="stable")
+  sorted_key = key[order]
+  after = np.searchsorted(sorted_key, sorted_key, side="right")  # the next later onset
+  has_next = after < key.size
+  same_pitch = np.zeros(key.size, bool)
+  same_pitch[has_next] = (np.asarray(pitches)[order][has_next] ==
+                          np.asarray(pitches)[order][after[has_next]])
+  cut = ends.copy()
+  restrike = np.where(same_pitch, onsets[order][np.minimum(after, key.size - 1)], cut[order])
+  cut[order] = np.minimum(cut[order], restrike)
+  return cut
+
+
+def _length_columns(frames, rows, onsets, ends, pitches, layout, steps_per_quarter) -> None:
+  """Writes each onset's note lengths (quarters; the longest of a duplicated note)."""
+  lengths = np.zeros((frames.shape[0], NUM_NOTES), np.int64)
+  np.maximum.at(lengths, (rows, pitches - LOWEST_PITCH), ends - onsets)
+  frames[:, layout.length_columns] = lengths / steps_per_quarter
+
+
 def notes_to_frames(onset_steps: np.ndarray, end_steps: np.ndarray, pitches: np.ndarray, *,
                     steps_per_quarter: int = 12, duration_mode: str = "ioi",
-                    velocities: np.ndarray | None = None) -> np.ndarray:
+                    velocities: np.ndarray | None = None,
+                    note_lengths: bool = False) -> np.ndarray:
   """Encodes quantised notes as frames.
 
   Args:
@@ -193,24 +244,32 @@ def notes_to_frames(onset_steps: np.ndarray, end_steps: np.ndarray, pitches: np.
     duration_mode: "ioi" or "note".
     velocities: int[N] MIDI velocities, or None. Given, each frame gains a column
       (VELOCITY_INDEX): the rounded mean velocity of its onset's notes, 0 for a rest.
+    note_lengths: each frame gains the lengths of its notes (see `FrameLayout`), a note
+      being cut where its pitch is struck again (`cut_at_restrike`); "ioi" mode only.
 
   Returns:
-    float32[T, 107] frames (T = 0 when there are no notes); [T, 108] with velocities.
+    float32[T, F] frames (T = 0 when there are no notes), F = 107 (+ 1 with velocities,
+    + 106 with note lengths).
   """
   _check_settings(steps_per_quarter, duration_mode)
-  width = FRAME_DIM + (velocities is not None)
+  if note_lengths and duration_mode != "ioi":
+    raise ValueError("note lengths need duration_mode='ioi' (frames that last until the next "
+                     "onset)")
+  layout = FrameLayout(velocity=velocities is not None, lengths=note_lengths)
   onset_steps = np.asarray(onset_steps, dtype=np.int64)
   end_steps = np.maximum(np.asarray(end_steps, dtype=np.int64), onset_steps + 1)
   pitches = np.asarray(pitches, dtype=np.int64)
   if onset_steps.size == 0:
-    return np.zeros((0, width), np.float32)
+    return np.zeros((0, layout.width), np.float32)
   if pitches.min() < LOWEST_PITCH or pitches.max() > HIGHEST_PITCH:
     raise ValueError(f"pitches must lie in {LOWEST_PITCH}..{HIGHEST_PITCH}")
+  if note_lengths:
+    end_steps = cut_at_restrike(onset_steps, end_steps, pitches)
   onsets, frame_of_note = np.unique(onset_steps, return_inverse=True)
   chord_end = np.full(onsets.size, np.iinfo(np.int64).min)
   np.maximum.at(chord_end, frame_of_note, end_steps)
   rows, durations, rest_rows, rests = _durations(onsets, chord_end, duration_mode)
-  frames = np.zeros((onsets.size + rest_rows.size, width), np.float32)
+  frames = np.zeros((onsets.size + rest_rows.size, layout.width), np.float32)
   frames[rows[frame_of_note], pitches - LOWEST_PITCH] = 1.0
   frames[rows, DURATION_INDEX] = durations
   frames[rest_rows, DURATION_INDEX] = rests
@@ -220,6 +279,9 @@ def notes_to_frames(onset_steps: np.ndarray, end_steps: np.ndarray, pitches: np.
     np.add.at(total, frame_of_note, np.asarray(velocities, np.float64))
     mean = total / np.bincount(frame_of_note, minlength=onsets.size)
     frames[rows, VELOCITY_INDEX] = np.clip(np.floor(mean + 0.5), 1, 127)
+  if note_lengths:
+    _length_columns(frames, rows[frame_of_note], onset_steps, end_steps, pitches, layout,
+                    steps_per_quarter)
   return frames
 
 
@@ -230,10 +292,12 @@ def _quantise(ticks: np.ndarray, ticks_per_beat: int, steps_per_quarter: int) ->
 
 def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mode: str = "ioi",
                 include_drums: bool = False, with_velocity: bool = False,
-                name: str | None = None, reader: str = "auto") -> tuple[np.ndarray, EncodeStats]:
+                name: str | None = None, reader: str = "auto",
+                note_lengths: bool = False) -> tuple[np.ndarray, EncodeStats]:
   """Like `midi_to_frames`, and also says what was kept and dropped.
 
   `reader` picks the MIDI parser (see `midi.read_notes`): 'auto', 'mido' or 'symusic'.
+  `note_lengths`: frames carry each note's own length (see `FrameLayout`).
 
   Returns:
     (frames float32[T, 107] ([T, 108] with_velocity), EncodeStats).
@@ -254,7 +318,8 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
     onset_steps, end_steps = onset_steps - start, end_steps - start
   frames = notes_to_frames(onset_steps, end_steps, pitches, steps_per_quarter=steps_per_quarter,
                            duration_mode=duration_mode,
-                           velocities=velocities if with_velocity else None)
+                           velocities=velocities if with_velocity else None,
+                           note_lengths=note_lengths)
   num_notes = int(frames[:, :NUM_NOTES].sum())
   stats = EncodeStats(
       num_notes=num_notes,
@@ -274,7 +339,8 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
 
 def midi_to_frames(source: MidiSource, *, steps_per_quarter: int = 12,
                    duration_mode: str = "ioi", include_drums: bool = False,
-                   with_velocity: bool = False, reader: str = "auto") -> np.ndarray:
+                   with_velocity: bool = False, reader: str = "auto",
+                   note_lengths: bool = False) -> np.ndarray:
   """Encodes a MIDI file (a path, bytes or a mido.MidiFile) as frames.
 
   Returns:
@@ -286,7 +352,8 @@ def midi_to_frames(source: MidiSource, *, steps_per_quarter: int = 12,
   """
   frames, _ = encode_midi(source, steps_per_quarter=steps_per_quarter,
                           duration_mode=duration_mode, include_drums=include_drums,
-                          with_velocity=with_velocity, reader=reader)
+                          with_velocity=with_velocity, reader=reader,
+                          note_lengths=note_lengths)
   return frames
 
 
@@ -298,11 +365,13 @@ def has_velocity(frames) -> bool:
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
   frames = np.asarray(frames, dtype=np.float64)
-  frame_layout(frames)
+  layout = frame_layout(frames)
   if not np.all(np.isfinite(frames)):
     raise ValueError("frames contain non-finite values")
   if np.any(frames[:, DURATION_INDEX] < 0):
     raise ValueError("frames contain negative durations")
+  if layout.lengths and np.any(frames[:, layout.length_columns] < 0):
+    raise ValueError("frames contain negative note lengths")
   return frames
 
 
@@ -324,8 +393,10 @@ def frames_to_notes(frames: np.ndarray, *, steps_per_quarter: int = 12,
   """Decodes frames into notes on the grid.
 
   A note is on where `frame[i] > 0.5`. Each frame's notes start at the running time
-  and last the frame's duration (see `frame_steps`). Both duration modes decode alike
-  ("note" frames play back to back); `duration_mode` is only checked.
+  and last the frame's duration (see `frame_steps`), or, in frames with note lengths, each
+  note its own length (at least one step, cut where its pitch is struck again). Both
+  duration modes decode alike ("note" frames play back to back); `duration_mode` is only
+  checked.
 
   Returns:
     (onset_steps int64[N], end_steps int64[N], pitches int64[N]).
@@ -336,7 +407,13 @@ def frames_to_notes(frames: np.ndarray, *, steps_per_quarter: int = 12,
   frame_index, note_index = np.nonzero(frames[:, :NUM_NOTES] > 0.5)
   onsets = starts[frame_index]
   ends = starts[frame_index + 1]
-  return onsets, ends, note_index.astype(np.int64) + LOWEST_PITCH
+  pitches = note_index.astype(np.int64) + LOWEST_PITCH
+  layout = FrameLayout.for_width(frames.shape[1])
+  if layout.lengths:
+    lengths = frames[:, layout.length_columns][frame_index, note_index]
+    ends = onsets + np.maximum(duration_steps(lengths, steps_per_quarter).astype(np.int64), 1)
+    ends = cut_at_restrike(onsets, ends, pitches)
+  return onsets, ends, pitches
 
 
 def note_velocities(frames: np.ndarray) -> np.ndarray:

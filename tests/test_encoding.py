@@ -324,7 +324,8 @@ def test_one_description_of_the_frame_checks_every_entry_point(tmp_path):
   from musicgen_jax import evaluate, losses, music_stats, plotting  # pylint: disable=g-import-not-at-top
   from musicgen_jax.data import WindowBatches, sources  # pylint: disable=g-import-not-at-top
   assert [l.describe() for l in encoding.LAYOUTS] == [
-      "107 (notes, duration)", "108 (notes, duration, velocity)"]
+      "107 (notes, duration)", "108 (notes, duration, velocity)",
+      "213 (notes, duration, lengths)", "214 (notes, duration, velocity, lengths)"]
   assert encoding.FrameLayout(velocity=True).velocity_index == FRAME_DIM
   bad = np.zeros((4, 50), np.float32)
   calls = [
@@ -339,5 +340,6 @@ def test_one_description_of_the_frame_checks_every_entry_point(tmp_path):
     calls.append(lambda: plotting.piano_roll(bad, str(tmp_path / "x.png")))
   for call in calls:
     with pytest.raises(ValueError, match=r"must be \[.*F\] with F = 107 \(notes, duration\) or "
-                                         r"108 \(notes, duration, velocity\); got shape"):
+                                         r"108 \(notes, duration, velocity\) or 213 .* or 214 "
+                                         r"\(notes, duration, velocity, lengths\); got shape"):
       call()

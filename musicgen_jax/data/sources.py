@@ -70,6 +70,8 @@ class SparsePiece:
   def from_frames(cls, frames: np.ndarray, stats: dict) -> "SparsePiece":
     """Takes <float32>[T, 107] frames (notes 0/1, duration; a velocity column last)."""
     layout = encoding.frame_layout(frames)
+    if layout.lengths:  # never silently dropped
+      raise ValueError("a sparse piece does not hold note lengths yet; encode without them")
     rows, pitches = np.nonzero(frames[:, layout.notes])
     velocities = None
     if layout.velocity:

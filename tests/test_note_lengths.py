@@ -1,0 +1,138 @@
+"""Frames with note lengths: every note keeps its own quantised length, exact both ways."""
+
+import pathlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from midi_builders import build_midi, notes
+from musicgen_jax import encoding, midi
+from musicgen_jax.encoding import (FrameLayout, encode_midi, frames_to_midi, frames_to_notes,
+                                   midi_to_frames, notes_to_frames)
+
+Q = 480
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "piano-midi"
+
+
+def _decoded(data, **kw):
+  frames = midi_to_frames(data, note_lengths=True, **kw)
+  onsets, ends, pitches = frames_to_notes(frames)
+  return frames, sorted(zip(onsets.tolist(), pitches.tolist(), ends.tolist()))
+
+
+def test_the_layout_adds_106_length_columns():
+  layout = FrameLayout(velocity=True, lengths=True)
+  assert layout.width == 214 and layout.length_columns == slice(108, 214)
+  assert FrameLayout(lengths=True).describe() == "213 (notes, duration, lengths)"
+  assert encoding.frame_layout(np.zeros((3, 213))) == FrameLayout(lengths=True)
+
+
+def test_a_note_held_across_many_onsets_is_held():
+  # A bass note of 4 quarters under eight eighth notes.
+  melody = [(i * Q // 2, (i + 1) * Q // 2, 72 + i % 3) for i in range(8)]
+  data = build_midi([notes((0, 4 * Q, 48), *melody)])
+  frames, decoded = _decoded(data)
+  assert (0, 48, 48) in decoded  # onset 0, pitch 48, ends at 48 steps (4 quarters)
+  assert frames.shape == (8, 213)
+  assert frames[0, 106 + 1 + 48 - 21] == 4.0  # its length column
+  ioi_onsets, ioi_ends, ioi_pitches = frames_to_notes(midi_to_frames(data))
+  assert ioi_ends[(ioi_pitches == 48)][0] == 6  # the ioi frame cuts it at the next onset
+
+
+def test_a_note_ending_between_onsets_ends_there():
+  data = build_midi([notes((0, Q // 4, 60), (0, 2 * Q, 64), (Q, 2 * Q, 67))])
+  _, decoded = _decoded(data)
+  assert decoded == [(0, 60, 3), (0, 64, 24), (12, 67, 24)]
+
+
+def test_a_pitch_struck_again_while_it_sounds_ends_the_earlier_note():
+  # 60 held 0..4 quarters, struck again at 1 and held to 2: the off at 2 closes the oldest
+  # (the first) note, so the notes are (0, 2) and (1, 4); the first is cut at the re-strike.
+  events = [(0, "on", 0, 60, 80), (Q, "on", 0, 60, 90), (2 * Q, "off", 0, 60, 0),
+            (4 * Q, "off", 0, 60, 0)]
+  frames, decoded = _decoded(build_midi([events]))
+  assert decoded == [(0, 60, 12), (12, 60, 48)]
+  np.testing.assert_array_equal(midi_to_frames(frames_to_midi(frames), note_lengths=True),
+                                frames)
+
+
+def test_chords_keep_each_notes_length_and_velocity():
+  data = build_midi([notes((0, Q, 60), (0, 3 * Q, 64), velocity=90)])
+  frames = midi_to_frames(data, note_lengths=True, with_velocity=True)
+  layout = encoding.frame_layout(frames)
+  assert layout == FrameLayout(velocity=True, lengths=True)
+  assert frames[0, layout.velocity_index] == 90
+  assert frames[0, layout.length_columns][[60 - 21, 64 - 21]].tolist() == [1.0, 3.0]
+  np.testing.assert_array_equal(
+      midi_to_frames(frames_to_midi(frames), note_lengths=True, with_velocity=True), frames)
+
+
+def test_note_lengths_need_the_ioi_mode():
+  with pytest.raises(ValueError, match="duration_mode='ioi'"):
+    notes_to_frames([0], [12], [60], duration_mode="note", note_lengths=True)
+
+
+@st.composite
+def grid_notes(draw):
+  n = draw(st.integers(1, 30))
+  onsets = draw(st.lists(st.integers(0, 200), min_size=n, max_size=n))
+  lengths = draw(st.lists(st.integers(1, 60), min_size=n, max_size=n))
+  pitches = draw(st.lists(st.integers(21, 126), min_size=n, max_size=n))
+  onsets = np.asarray(onsets) - min(onsets)
+  return onsets, onsets + np.asarray(lengths), np.asarray(pitches)
+
+
+@settings(max_examples=80, deadline=None)
+@given(grid_notes(), st.booleans())
+def test_frames_midi_frames_is_the_identity_and_notes_keep_their_ends(spec, velocity):
+  onsets, ends, pitches = spec
+  velocities = np.full(onsets.shape, 70) if velocity else None
+  frames = notes_to_frames(onsets, ends, pitches, velocities=velocities, note_lengths=True)
+  back = midi_to_frames(frames_to_midi(frames), note_lengths=True, with_velocity=velocity)
+  np.testing.assert_array_equal(back, frames)
+  # Every note keeps (onset, pitch, end), its end cut only where its pitch is struck again.
+  expected = set(zip(onsets.tolist(), pitches.tolist(),
+                     encoding.cut_at_restrike(onsets, ends, pitches).tolist()))
+  merged = {}
+  for onset, pitch, end in expected:  # a pitch struck twice at one onset is one note
+    merged[(onset, pitch)] = max(end, merged.get((onset, pitch), 0))
+  got_onsets, got_ends, got_pitches = frames_to_notes(frames)
+  assert sorted(zip(got_onsets.tolist(), got_pitches.tolist(), got_ends.tolist())) == sorted(
+      (onset, pitch, end) for (onset, pitch), end in merged.items())
+
+
+def _sounding_steps(onsets, ends, pitches) -> int:
+  """Grid steps during which each pitch sounds, summed over pitches (overlaps once)."""
+  total = 0
+  for pitch in np.unique(pitches):
+    mask = np.zeros(int(ends.max()) + 1, bool)
+    for start, end in zip(onsets[pitches == pitch], ends[pitches == pitch]):
+      mask[start:end] = True
+    total += int(mask.sum())
+  return total
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/piano-midi is absent")
+def test_real_piano_music_keeps_all_of_its_note_time_and_round_trips():
+  files = sorted(SHARED.glob("*.mid"))[::4]
+  assert len(files) >= 20
+  for path in files:
+    table, _ = midi.read_notes(str(path))
+    keep = (table.pitches >= 21) & (table.pitches <= 126)
+    quantise = lambda ticks: encoding._quantise(ticks[keep], table.ticks_per_beat, 12)  # pylint: disable=protected-access
+    onsets, ends, pitches = quantise(table.onsets), quantise(table.ends), table.pitches[keep]
+    ends, onsets = np.maximum(ends, onsets + 1) - onsets.min(), onsets - onsets.min()
+    frames, stats = encode_midi(str(path), note_lengths=True, with_velocity=True)
+    assert _sounding_steps(*frames_to_notes(frames)) == _sounding_steps(onsets, ends, pitches)
+    np.testing.assert_array_equal(
+        midi_to_frames(frames_to_midi(frames), note_lengths=True, with_velocity=True), frames,
+        err_msg=path.name)
+    assert stats.num_notes == int(frames[:, :106].sum())
+
+
+def test_the_dataset_layer_refuses_lengths_it_cannot_store_yet():
+  from musicgen_jax.data import sources  # pylint: disable=g-import-not-at-top
+  frames = notes_to_frames([0, 12], [24, 24], [60, 64], note_lengths=True)
+  with pytest.raises(ValueError, match="note lengths"):
+    sources.SparsePiece.from_frames(frames, {})
