@@ -47,6 +47,7 @@ PIANO_KEYS = 88  # pitches 21..108, the first 88 note columns: the benchmarks' n
 # (1..127) of the onset's notes (0 for an empty frame).
 VELOCITY_INDEX = FRAME_DIM
 DURATION_MODES = ("ioi", "note")
+SUSTAIN_PEDAL_MODES = ("ignore", "apply")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +168,7 @@ class EncodeStats:
   velocity_min: int = 0  # the encoded notes' softest and loudest MIDI velocity (0: none)
   velocity_max: int = 0
   unclosed_notes: int = 0  # encoded notes the file never closed (they end at its last event)
+  pedal_extended_notes: int = 0  # encoded notes the sustain pedal held past their release
 
   @property
   def constant_velocity(self) -> bool:
@@ -208,19 +210,8 @@ def cut_at_restrike(onset_steps: np.ndarray, end_steps: np.ndarray,
   pitch sounds, and the notes it writes back never overlap: decoding then re-encoding is
   exact.
   """
-  onsets, ends = np.asarray(onset_steps, np.int64), np.asarray(end_steps, np.int64)
-  key = np.asarray(pitches, np.int64) * (int(onsets.max(initial=0)) + 2) + onsets
-  order = np.argsort(key, kind="stable")
-  sorted_key = key[order]
-  after = np.searchsorted(sorted_key, sorted_key, side="right")  # the next later onset
-  has_next = after < key.size
-  same_pitch = np.zeros(key.size, bool)
-  same_pitch[has_next] = (np.asarray(pitches)[order][has_next] ==
-                          np.asarray(pitches)[order][after[has_next]])
-  cut = ends.copy()
-  restrike = np.where(same_pitch, onsets[order][np.minimum(after, key.size - 1)], cut[order])
-  cut[order] = np.minimum(cut[order], restrike)
-  return cut
+  return np.minimum(np.asarray(end_steps, np.int64),
+                    midi_lib.next_onset(np.asarray(pitches), np.asarray(onset_steps)))
 
 
 def _length_columns(frames, rows, onsets, ends, pitches, layout, steps_per_quarter) -> None:
@@ -293,11 +284,14 @@ def _quantise(ticks: np.ndarray, ticks_per_beat: int, steps_per_quarter: int) ->
 def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mode: str = "ioi",
                 include_drums: bool = False, with_velocity: bool = False,
                 name: str | None = None, reader: str = "auto",
-                note_lengths: bool = False) -> tuple[np.ndarray, EncodeStats]:
+                note_lengths: bool = False,
+                sustain_pedal: str = "ignore") -> tuple[np.ndarray, EncodeStats]:
   """Like `midi_to_frames`, and also says what was kept and dropped.
 
   `reader` picks the MIDI parser (see `midi.read_notes`): 'auto', 'mido' or 'symusic'.
   `note_lengths`: frames carry each note's own length (see `FrameLayout`).
+  `sustain_pedal`: 'apply' holds notes under the pedal (see `midi.sustain`) before
+  quantising, 'ignore' keeps them as written.
 
   Returns:
     (frames float32[T, 107] ([T, 108] with_velocity), EncodeStats).
@@ -305,13 +299,20 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
     MidiError: the file is unreadable or invalid; the message names it.
   """
   _check_settings(steps_per_quarter, duration_mode)
+  if sustain_pedal not in SUSTAIN_PEDAL_MODES:
+    raise ValueError(f"sustain_pedal must be one of {', '.join(SUSTAIN_PEDAL_MODES)}, got "
+                     f"{sustain_pedal!r}")
   notes, dropped_drums = midi_lib.read_notes(source, include_drums=include_drums, name=name,
                                              reader=reader)
+  extended = np.zeros(len(notes.onsets), bool)
+  if sustain_pedal == "apply":
+    notes, extended = midi_lib.sustain(notes)
   in_range = (notes.pitches >= LOWEST_PITCH) & (notes.pitches <= HIGHEST_PITCH)
   onset_steps = _quantise(notes.onsets[in_range], notes.ticks_per_beat, steps_per_quarter)
   end_steps = _quantise(notes.ends[in_range], notes.ticks_per_beat, steps_per_quarter)
   pitches, velocities = notes.pitches[in_range], notes.velocities[in_range]
   unclosed = int(np.count_nonzero(notes.unclosed[in_range])) if notes.unclosed is not None else 0
+  pedalled = int(np.count_nonzero(extended[in_range]))
   if onset_steps.size:
     # Leading silence is dropped: time starts at the first onset.
     start = onset_steps.min()
@@ -333,6 +334,7 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
       velocity_min=int(velocities.min()) if velocities.size else 0,
       velocity_max=int(velocities.max()) if velocities.size else 0,
       unclosed_notes=unclosed,
+      pedal_extended_notes=pedalled,
   )
   return frames, stats
 
@@ -340,7 +342,7 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
 def midi_to_frames(source: MidiSource, *, steps_per_quarter: int = 12,
                    duration_mode: str = "ioi", include_drums: bool = False,
                    with_velocity: bool = False, reader: str = "auto",
-                   note_lengths: bool = False) -> np.ndarray:
+                   note_lengths: bool = False, sustain_pedal: str = "ignore") -> np.ndarray:
   """Encodes a MIDI file (a path, bytes or a mido.MidiFile) as frames.
 
   Returns:
@@ -353,7 +355,7 @@ def midi_to_frames(source: MidiSource, *, steps_per_quarter: int = 12,
   frames, _ = encode_midi(source, steps_per_quarter=steps_per_quarter,
                           duration_mode=duration_mode, include_drums=include_drums,
                           with_velocity=with_velocity, reader=reader,
-                          note_lengths=note_lengths)
+                          note_lengths=note_lengths, sustain_pedal=sustain_pedal)
   return frames
 
 

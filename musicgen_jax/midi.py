@@ -32,6 +32,7 @@ class MidiError(ValueError):
   """Unreadable or invalid MIDI; the message names the file and why."""
 
 
+SUSTAIN_CONTROLLER = 64  # the sustain (damper) pedal; pressed at a value of 64 or more
 DEFAULT_TEMPO_BPM = 120.0  # a Standard MIDI File without a tempo event plays at 120 bpm
 DEFAULT_TIME_SIGNATURE = "4/4"
 
@@ -42,12 +43,15 @@ class NoteTable:
 
   onsets, ends: int64[N] absolute ticks (end > onset is not guaranteed: a
     note-off at its own onset tick gives end == onset).
-  pitches, velocities, channels: int32[N].
+  pitches, velocities, channels: int32[N] (from symusic, which keeps no channels: the drum
+    channel, else the file's first melodic channel).
   ticks_per_beat: ticks per quarter note.
   end_tick: the tick of the file's last event (where unclosed notes end).
   tempo_bpm: the file's first tempo (120 when it sets none).
   time_signature: its first time signature as "numerator/denominator" ("4/4" when none).
   unclosed: bool[N], the notes the file never closed (they end at end_tick); None: none.
+  pedal: int64[K, 3], the sustain pedal's events (controller 64) in the order they apply:
+    (tick, channel, 1 when pressed (value 64 or more) else 0); None: none.
   """
 
   onsets: np.ndarray
@@ -60,6 +64,7 @@ class NoteTable:
   tempo_bpm: float = DEFAULT_TEMPO_BPM
   time_signature: str = DEFAULT_TIME_SIGNATURE
   unclosed: np.ndarray | None = None
+  pedal: np.ndarray | None = None
 
   @property
   def num_unclosed(self) -> int:
@@ -150,6 +155,7 @@ class _Events:
   """A file's note events in play order, and what else encoding reports."""
 
   notes: list  # (tick, kind, track, order, channel, pitch, velocity); kind 0 off, 1 on
+  pedal: list = dataclasses.field(default_factory=list)  # (tick, track, order, channel, down)
   end_tick: int = 0
   tempo: tuple | None = None  # (tick, track, order, bpm) of the first tempo
   time_signature: tuple | None = None  # (tick, track, order, "n/d")
@@ -171,6 +177,8 @@ def _collect_events(midi: mido.MidiFile, name: str) -> _Events:
         is_on = int(msg.type == "note_on" and msg.velocity > 0)
         events.notes.append((tick, is_on, track_index, order, msg.channel, msg.note,
                              msg.velocity if is_on else 0))
+      elif msg.type == "control_change" and msg.control == SUSTAIN_CONTROLLER:
+        events.pedal.append(where + (msg.channel, int(msg.value >= 64)))
       elif msg.type == "set_tempo" and msg.tempo > 0:
         if events.tempo is None or where < events.tempo[:3]:
           events.tempo = where + (float(mido.tempo2bpm(msg.tempo)),)
@@ -181,6 +189,7 @@ def _collect_events(midi: mido.MidiFile, name: str) -> _Events:
   # At one tick offs come first (kind 0 < 1): an on and an off of one pitch at the same
   # tick re-strike it, whatever their order in the file.
   events.notes.sort()
+  events.pedal.sort()
   return events
 
 
@@ -271,7 +280,8 @@ def _read_notes_mido(midi: mido.MidiFile, name: str,
       ticks_per_beat=int(midi.ticks_per_beat), end_tick=events.end_tick,
       tempo_bpm=events.tempo[3] if events.tempo else DEFAULT_TEMPO_BPM,
       time_signature=events.time_signature[3] if events.time_signature else
-      DEFAULT_TIME_SIGNATURE, unclosed=unclosed)
+      DEFAULT_TIME_SIGNATURE, unclosed=unclosed,
+      pedal=np.asarray([(t, c, d) for t, _, _, c, d in events.pedal], np.int64).reshape(-1, 3))
   return notes, dropped_drums
 
 
@@ -282,9 +292,27 @@ _SYSTEM_DATA = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0, 0xF8: 0, 0xFA: 0, 0xFB: 0, 0
                 0xFE: 0}
 
 
-def _scan_note_events(data: bytes) -> tuple[int, int, int, int] | None:
-  """(note-ons, note-offs, tick of the last event, a bit mask of the channels whose notes
-  start) as mido reads `data`, or None.
+@dataclasses.dataclass
+class _Scan:
+  """What `_scan_note_events` counts in a file, as mido reads it."""
+
+  note_ons: int = 0
+  note_offs: int = 0  # note-offs and note-ons of velocity 0
+  end_tick: int = 0  # the tick of the last event
+  note_channels: int = 0  # bit mask of the channels whose notes start
+  pedal: list = dataclasses.field(default_factory=list)  # (tick, track, order, channel, down)
+
+  @property
+  def melodic_channels(self) -> list[int]:
+    return [c for c in range(16) if self.note_channels >> c & 1 and c != DRUM_CHANNEL]
+
+  def pedal_events(self) -> np.ndarray:
+    """int64[K, 3] (tick, channel, down), in the order mido applies them."""
+    return np.asarray([e[:1] + e[3:] for e in sorted(self.pedal)], np.int64).reshape(-1, 3)
+
+
+def _scan_note_events(data: bytes) -> _Scan | None:
+  """Counts a file's note events and collects its sustain-pedal events, as mido reads it.
 
   A lean walk over the bytes (no message objects; about 30 times faster than mido) that
   follows mido's reading: the header's number of tracks, running status (which meta events
@@ -293,21 +321,18 @@ def _scan_note_events(data: bytes) -> tuple[int, int, int, int] | None:
   its track, an undefined status byte): mido then reads the file and gives the verdict.
   """
   pos = 8 + int.from_bytes(data[4:8], "big")
-  totals = [0, 0, 0, 0]
+  scan = _Scan()
   try:
-    for _ in range(int.from_bytes(data[10:12], "big")):
+    for track in range(int.from_bytes(data[10:12], "big")):
       if data[pos:pos + 4] != b"MTrk":
         return None
       end = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "big")
-      track = _scan_track(data, pos + 8, end)
-      if track is None:
+      if not _scan_track(data, pos + 8, end, track, scan):
         return None
-      totals = [totals[0] + track[0], totals[1] + track[1], max(totals[2], track[2]),
-                totals[3] | track[3]]
       pos = end
   except IndexError:
     return None
-  return tuple(totals)
+  return scan
 
 
 def _variable_int(data: bytes, i: int) -> tuple[int, int]:
@@ -320,20 +345,20 @@ def _variable_int(data: bytes, i: int) -> tuple[int, int]:
       return value, i
 
 
-def _scan_track(data: bytes, i: int, end: int) -> tuple[int, int, int, int] | None:
-  """One track chunk's (note-ons, note-offs, last tick, channel mask), or None."""
-  ons = offs = tick = channels = 0
-  status = None
+def _scan_track(data: bytes, i: int, end: int, track: int, scan: _Scan) -> bool:
+  """Adds one track chunk to `scan`; False where it is out of the ordinary."""
+  tick, status, order = 0, None, 0
   while i < end:
     delta, i = _variable_int(data, i)
     tick += delta
+    order += 1
     byte = data[i]
     if byte >= 0x80:
       i += 1
       if byte != 0xFF:
         status = byte
     elif status is None:
-      return None
+      return False
     else:
       byte = status
     if byte == 0xFF or byte in (0xF0, 0xF7):
@@ -342,16 +367,19 @@ def _scan_track(data: bytes, i: int, end: int) -> tuple[int, int, int, int] | No
     elif byte < 0xF0:
       kind = byte >> 4
       if kind == 0x9 and data[i + 1]:
-        ons += 1
-        channels |= 1 << (byte & 0xF)
+        scan.note_ons += 1
+        scan.note_channels |= 1 << (byte & 0xF)
       elif kind in (0x8, 0x9):
-        offs += 1
+        scan.note_offs += 1
+      elif kind == 0xB and data[i] == SUSTAIN_CONTROLLER:
+        scan.pedal.append((tick, track, order, byte & 0xF, int(min(data[i + 1], 127) >= 64)))
       i += _CHANNEL_DATA[kind]
     elif byte in _SYSTEM_DATA:
       i += _SYSTEM_DATA[byte]
     else:
-      return None
-  return (ons, offs, tick, channels) if i == end else None
+      return False
+  scan.end_tick = max(scan.end_tick, tick)
+  return i == end
 
 
 def _pairs_cross(key: np.ndarray, onsets: np.ndarray, ends: np.ndarray) -> bool:
@@ -386,12 +414,12 @@ def _read_notes_symusic(data: bytes, name: str,
   tpb = int(score.ticks_per_quarter)
   if tpb <= 0:
     raise MidiError(f"{name}: ticks per beat is {tpb}; it must be positive")
-  if scan[2] > MAX_FILE_QUARTERS * tpb:
+  if scan.end_tick > MAX_FILE_QUARTERS * tpb:
     return None  # mido names the event
   tracks = [t for t in score.tracks if len(t.notes)]
   arrays = [t.notes.numpy() for t in tracks]
   num_notes = sum(len(a["time"]) for a in arrays)
-  if not num_notes or not scan[0] == scan[1] == num_notes:
+  if not num_notes or not scan.note_ons == scan.note_offs == num_notes:
     return None  # notes never closed, stray note-offs, or none at all
   if any(np.any(a["duration"] <= 0) for a in arrays):
     return None  # an on and an off at one tick: mido applies the off first
@@ -404,9 +432,15 @@ def _read_notes_symusic(data: bytes, name: str,
   if _pairs_cross(key, onsets, ends):
     # One pitch sounding in two tracks, closed out of order: mido closes the oldest note of
     # the channel. With one melodic channel (and drums on theirs), so can we.
-    if bin(scan[3] & ~(1 << DRUM_CHANNEL)).count("1") > 1:
+    if len(scan.melodic_channels) > 1:
       return None
     ends = _oldest_first(key, onsets, ends)
+  # symusic keeps no channels: the pedal's events (from the scan) can be matched to the
+  # notes where the notes have one melodic channel (and drums their own).
+  pedal = scan.pedal_events()
+  if len(pedal) and len(scan.melodic_channels) > 1:
+    return None
+  melodic = scan.melodic_channels[0] if scan.melodic_channels else 0
   keep = ~drum | include_drums
   order = np.argsort(onsets[keep], kind="stable")
   take = lambda values, dtype: values[keep][order].astype(dtype)
@@ -416,12 +450,56 @@ def _read_notes_symusic(data: bytes, name: str,
       onsets=take(onsets, np.int64), ends=take(ends, np.int64),
       pitches=take(pitches, np.int32),
       velocities=take(cat([a["velocity"] for a in arrays], np.int32), np.int32),
-      channels=take(np.where(drum, DRUM_CHANNEL, 0), np.int32), ticks_per_beat=tpb,
-      end_tick=int(scan[2]),
+      channels=take(np.where(drum, DRUM_CHANNEL, melodic), np.int32), ticks_per_beat=tpb,
+      end_tick=int(scan.end_tick),
       tempo_bpm=float(tempo.qpm) if tempo is not None else DEFAULT_TEMPO_BPM,
       time_signature=(f"{meter.numerator}/{meter.denominator}" if meter is not None
-                      else DEFAULT_TIME_SIGNATURE))
+                      else DEFAULT_TIME_SIGNATURE), pedal=pedal)
   return notes, int(np.count_nonzero(~keep))
+
+
+def next_onset(groups: np.ndarray, onsets: np.ndarray) -> np.ndarray:
+  """int64[N]: for each note, the next later onset of a note of its group (a pitch, or a
+  channel and pitch), or the largest int64 where there is none."""
+  groups, onsets = np.asarray(groups, np.int64), np.asarray(onsets, np.int64)
+  order = np.lexsort((onsets, groups))
+  g, o = groups[order], onsets[order]
+  # The first later entry of the same group: search past every entry equal to this one.
+  span = int(o.max(initial=0)) + 2
+  flat = g * span + o
+  after = np.searchsorted(flat, flat, side="right")
+  found = after < flat.size
+  found[found] = g[after[found]] == g[found]
+  result = np.full(flat.size, np.iinfo(np.int64).max)
+  result[order[found]] = o[after[found]]
+  return result
+
+
+def sustain(notes: NoteTable) -> tuple[NoteTable, np.ndarray]:
+  """Applies the sustain pedal, as a pianist hears it: a note whose key is released while
+  the pedal of its channel is down (its last event at or before the release says pressed)
+  sounds until the pedal lifts, or until its pitch is struck again, whichever is first; a
+  pedal never lifted holds to the file's last event.
+
+  Returns:
+    (the notes with their ends extended, bool[N]: which were extended).
+  """
+  ends = notes.ends.copy()
+  if notes.pedal is None or not len(notes.pedal) or not len(ends):
+    return notes, np.zeros(len(ends), bool)
+  release = ends.copy()
+  for channel in np.unique(notes.pedal[:, 1]):
+    events = notes.pedal[notes.pedal[:, 1] == channel]
+    mine = notes.channels == channel
+    last = np.searchsorted(events[:, 0], ends[mine], side="right") - 1
+    held = (last >= 0) & (events[np.maximum(last, 0), 2] == 1)
+    ups = np.append(events[events[:, 2] == 0, 0], notes.end_tick)  # never lifted: the end
+    lifted = ups[np.minimum(np.searchsorted(ups[:-1], ends[mine], side="right"), len(ups) - 1)]
+    release[mine] = np.where(held, np.maximum(lifted, ends[mine]), ends[mine])
+  restrike = next_onset(notes.channels.astype(np.int64) * 128 + notes.pitches, notes.onsets)
+  extended_end = np.maximum(ends, np.minimum(release, restrike))
+  extended = extended_end > ends
+  return dataclasses.replace(notes, ends=extended_end), extended
 
 
 def _time_signature_message(text: str) -> mido.MetaMessage:

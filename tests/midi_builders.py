@@ -10,7 +10,8 @@ def build_midi(tracks, *, ticks_per_beat=480, midi_type=None, tempos=()):
 
   Args:
     tracks: a list of tracks, each a list of (tick, kind, channel, note,
-      velocity) with kind "on" or "off", in any order (sorted stably by tick).
+      velocity) with kind "on", "off" or "pedal" (controller 64 set to `velocity`; note
+      unused), in any order (sorted stably by tick).
     ticks_per_beat: the file's resolution.
     midi_type: 0 or 1; defaults to 0 for one track, 1 otherwise.
     tempos: (tick, bpm) tempo changes, written to the first track.
@@ -21,6 +22,10 @@ def build_midi(tracks, *, ticks_per_beat=480, midi_type=None, tempos=()):
     timeline = [(tick, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
                 for tick, bpm in (tempos if index == 0 else ())]
     for tick, kind, channel, note, velocity in events:
+      if kind == "pedal":  # the sustain pedal: `velocity` is the controller's value
+        timeline.append((tick, 1, mido.Message("control_change", channel=channel, control=64,
+                                               value=velocity)))
+        continue
       msg_type = "note_on" if kind == "on" else "note_off"
       timeline.append((tick, 1, mido.Message(msg_type, channel=channel, note=note,
                                              velocity=velocity)))

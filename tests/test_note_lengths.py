@@ -136,3 +136,85 @@ def test_the_dataset_layer_refuses_lengths_it_cannot_store_yet():
   frames = notes_to_frames([0, 12], [24, 24], [60, 64], note_lengths=True)
   with pytest.raises(ValueError, match="note lengths"):
     sources.SparsePiece.from_frames(frames, {})
+
+
+# The sustain pedal.
+
+
+def _pedalled(tracks, **kw):
+  data = build_midi(tracks)
+  return _decoded(data, sustain_pedal="apply", **kw)[1], encode_midi(
+      data, note_lengths=True, sustain_pedal="apply")[1]
+
+
+def test_a_note_held_by_the_pedal_sounds_until_the_pedal_lifts():
+  events = [(0, "pedal", 0, 0, 127), *notes((0, Q, 60), (2 * Q, 5 * Q, 64)),
+            (3 * Q, "pedal", 0, 0, 0)]
+  decoded, stats = _pedalled([events])
+  assert decoded == [(0, 60, 36), (24, 64, 60)]  # 60 held to 3 quarters; 64 is past the lift
+  assert stats.pedal_extended_notes == 1
+  ignored = _decoded(build_midi([events]))[1]
+  assert ignored == [(0, 60, 12), (24, 64, 60)]
+
+
+def test_a_pitch_struck_again_under_the_pedal_ends_the_held_note():
+  events = [(0, "pedal", 0, 0, 100), *notes((0, Q, 60), (2 * Q, 2 * Q + Q // 2, 60)),
+            (4 * Q, "pedal", 0, 0, 0)]
+  decoded, stats = _pedalled([events])
+  assert decoded == [(0, 60, 24), (24, 60, 48)]
+  assert stats.pedal_extended_notes == 2
+
+
+def test_pedal_edge_cases():
+  # Never lifted: held to the file's last event (a stray note-off at 6 quarters).
+  never = [(0, "pedal", 0, 0, 127), *notes((0, Q, 60)), (6 * Q, "off", 0, 70, 0)]
+  assert _pedalled([never])[0] == [(0, 60, 72)]
+  # Pressed after the release, lifted at the release's tick, or on another channel: no hold.
+  for pedal in ([(2 * Q, "pedal", 0, 0, 127), (3 * Q, "pedal", 0, 0, 0)],
+                [(0, "pedal", 0, 0, 127), (Q, "pedal", 0, 0, 0), (3 * Q, "pedal", 0, 0, 127)],
+                [(0, "pedal", 1, 0, 127), (3 * Q, "pedal", 1, 0, 0)]):
+    decoded, stats = _pedalled([[*notes((0, Q, 60)), *pedal, (4 * Q, "off", 0, 70, 0)]])
+    assert decoded == [(0, 60, 12)] and stats.pedal_extended_notes == 0, pedal
+  # The pedal in a track of its own holds the notes of every track on its channel.
+  decoded, _ = _pedalled([[(0, "pedal", 0, 0, 127), (2 * Q, "pedal", 0, 0, 0)],
+                          notes((0, Q // 2, 60)), notes((0, Q // 2, 67))])
+  assert decoded == [(0, 60, 24), (0, 67, 24)]
+
+
+def test_pedalled_frames_round_trip_and_both_readers_agree():
+  events = [(0, "pedal", 0, 0, 127), *notes((0, Q, 48), (Q, 2 * Q, 52), (2 * Q, 3 * Q, 55)),
+            (3 * Q + 7, "pedal", 0, 0, 0), *notes((4 * Q, 5 * Q, 60))]
+  data = build_midi([events])
+  frames = midi_to_frames(data, note_lengths=True, sustain_pedal="apply")
+  again = midi_to_frames(frames_to_midi(frames), note_lengths=True, sustain_pedal="apply")
+  np.testing.assert_array_equal(again, frames)
+  np.testing.assert_array_equal(
+      frames, midi_to_frames(data, note_lengths=True, sustain_pedal="apply", reader="mido"))
+  with pytest.raises(ValueError, match="sustain_pedal must be one of"):
+    encode_midi(data, sustain_pedal="half")
+
+
+def test_random_pedalled_files_read_alike_on_both_paths():
+  import random  # pylint: disable=g-import-not-at-top
+  rng = random.Random(5)
+  for _ in range(150):
+    channels = rng.choice([[0, 0, 1, 9], [0, 0, 9], [0]])
+    tracks = []
+    for _ in range(rng.choice([1, 2, 3])):
+      events = [(0, "on", 0, 60, 80), (12, "off", 0, 60, 0)]
+      for _ in range(rng.randint(0, 20)):
+        tick, channel = rng.randint(0, 40) * 12, rng.choice(channels)
+        pitch = rng.choice([60, 62, 64, 65, 67])
+        events += [(tick, "on", channel, pitch, rng.randint(1, 127)),
+                   (tick + rng.choice([1, 6, 12, 48, 96]), "off", channel, pitch, 0)]
+      events += [(rng.randint(0, 40) * 12, "pedal", rng.choice(channels), 0,
+                  rng.choice([0, 63, 64, 127])) for _ in range(rng.randint(0, 6))]
+      tracks.append(events)
+    data = build_midi(tracks, ticks_per_beat=rng.choice([96, 480]))
+    for drums in (False, True):
+      kw = dict(include_drums=drums, with_velocity=True, note_lengths=True,
+                sustain_pedal="apply")
+      (fast, fast_stats), (slow, slow_stats) = (encode_midi(data, reader="symusic", **kw),
+                                                encode_midi(data, reader="mido", **kw))
+      np.testing.assert_array_equal(fast, slow)
+      assert fast_stats == slow_stats
