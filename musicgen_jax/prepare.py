@@ -62,6 +62,9 @@ def _summary_lines(summary: dict, settings: dict) -> list[str]:
       f"dropped: {summary['dropped_out_of_range']} out of pitch range 21..126, "
       f"{summary['dropped_drums']} drums; notes never closed by their file (ended at its "
       f"last event): {summary.get('unclosed_notes', 0)}")
+  if settings.get("sustain_pedal") == "apply":
+    lines.append(f"sustain pedal: {summary.get('pedal_extended_notes', 0)} notes held past "
+                 "their release")
   if "constant_velocity_files" in summary:
     constant = summary["constant_velocity_files"]
     lines.append(f"dynamics: {len(constant)} of {summary['num_pieces']} pieces play every note "

@@ -131,11 +131,13 @@ def test_real_piano_music_keeps_all_of_its_note_time_and_round_trips():
     assert stats.num_notes == int(frames[:, :106].sum())
 
 
-def test_the_dataset_layer_refuses_lengths_it_cannot_store_yet():
-  from musicgen_jax.data import sources  # pylint: disable=g-import-not-at-top
-  frames = notes_to_frames([0, 12], [24, 24], [60, 64], note_lengths=True)
-  with pytest.raises(ValueError, match="note lengths"):
-    sources.SparsePiece.from_frames(frames, {})
+def test_a_sparse_piece_keeps_the_note_lengths():
+  from musicgen_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  frames = notes_to_frames([0, 12, 12], [48, 18, 30], [48, 60, 64], note_lengths=True,
+                           velocities=[70, 80, 90])
+  piece = sources.SparsePiece.from_frames(frames, {})
+  assert piece.lengths.tolist() == [4.0, 0.5, 1.5]
+  np.testing.assert_array_equal(pipeline._densify([piece])[0], frames)  # pylint: disable=protected-access
 
 
 # The sustain pedal.
@@ -218,3 +220,31 @@ def test_random_pedalled_files_read_alike_on_both_paths():
                                                 encode_midi(data, reader="mido", **kw))
       np.testing.assert_array_equal(fast, slow)
       assert fast_stats == slow_stats
+
+
+def test_a_midi_folder_loads_with_note_lengths_and_the_pedal(tmp_path):
+  from musicgen_jax.config import RunConfig  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data import DataConfig, load_dataset  # pylint: disable=g-import-not-at-top
+  from toy import toy_config  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "midi"
+  folder.mkdir()
+  for i in range(6):
+    events = [(0, "pedal", 0, 0, 127), *notes((0, Q, 48 + i), (Q, 2 * Q, 60), (Q, 5 * Q, 64)),
+              (3 * Q, "pedal", 0, 0, 0), *notes((4 * Q, 5 * Q, 67))]
+    (folder / f"p{i}.mid").write_bytes(build_midi([events]))
+  cfg = DataConfig(dataset="midi_dir", data_dir=str(folder), cache_dir=str(tmp_path / "c"),
+                   num_workers=1, note_lengths=True, sustain_pedal="apply",
+                   valid_fraction=0.2, test_fraction=0.2)
+  first, again = load_dataset(cfg), load_dataset(cfg)
+  assert again.summary["cache_hit"] and first.summary["pedal_extended_notes"] == 6 * 2
+  pieces = {p.name: p for split in ("train", "valid", "test") for p in first[split]}
+  cached = {p.name: p for split in ("train", "valid", "test") for p in again[split]}
+  for name, piece in pieces.items():
+    direct = midi_to_frames(str(folder / name), note_lengths=True, sustain_pedal="apply")
+    assert piece.frames.shape[1] == 213
+    np.testing.assert_array_equal(piece.frames, direct)
+    np.testing.assert_array_equal(cached[name].frames, direct)
+  with pytest.raises(ValueError, match="do not predict note lengths yet"):
+    RunConfig.create(toy_config().model, cfg, toy_config().train)
+  with pytest.raises(ValueError, match="--note_lengths needs MIDI"):
+    DataConfig(dataset="json", data_path="x.json", note_lengths=True)

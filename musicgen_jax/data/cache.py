@@ -20,7 +20,7 @@ import numpy as np
 from musicgen_jax.data import sources
 
 # Bump when the file layout or the meaning of its contents changes.
-CACHE_FORMAT = 3  # 2: per-piece tempo and time signature; 3: velocities
+CACHE_FORMAT = 4  # 2: per-piece tempo and time signature; 3: velocities; 4: note lengths
 _CODEC_MODULES = ("encoding.py", "midi.py")
 
 
@@ -103,6 +103,8 @@ def write_cache(path: str, key: str, pieces: list[CachedPiece],
       "durations": cat([p.piece.durations for p in pieces], np.float32),
       "velocities": cat([p.piece.velocities for p in pieces
                          if p.piece.velocities is not None], np.float32),
+      "lengths": cat([p.piece.lengths for p in pieces if p.piece.lengths is not None],
+                     np.float32),
       "rows": cat([p.piece.rows for p in pieces], np.int32),
       "pitches": cat([p.piece.pitches for p in pieces], np.uint8),
       "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8),
@@ -142,13 +144,15 @@ def read_cache(path: str, key: str) -> CacheContents | None:
       note_offsets = z["note_offsets"]
       durations = z["durations"]
       velocities = z["velocities"] if "velocities" in z.files else np.zeros(0, np.float32)
+      lengths = z["lengths"] if "lengths" in z.files else np.zeros(0, np.float32)
       rows = z["rows"]
       pitches = z["pitches"]
     num_pieces = len(meta["pieces"])
     if (frame_offsets.shape != (num_pieces + 1,) or
         note_offsets.shape != (num_pieces + 1,) or
         frame_offsets[-1] != durations.shape[0] or
-        note_offsets[-1] != rows.shape[0] or rows.shape != pitches.shape):
+        note_offsets[-1] != rows.shape[0] or rows.shape != pitches.shape or
+        lengths.size not in (0, rows.shape[0])):
       raise ValueError("array sizes do not match the piece list")
     pieces = []
     for i, entry in enumerate(meta["pieces"]):
@@ -158,6 +162,7 @@ def read_cache(path: str, key: str) -> CacheContents | None:
                                   durations=durations[f0:f1],
                                   velocities=(velocities[f0:f1] if velocities.size
                                               else None),
+                                  lengths=lengths[n0:n1] if lengths.size else None,
                                   stats=entry["stats"])
       pieces.append(CachedPiece(entry["name"], entry["signature"],
                                 entry["split"], piece))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from musicgen_jax.encoding import DURATION_MODES
+from musicgen_jax.encoding import DURATION_MODES, SUSTAIN_PEDAL_MODES
 from musicgen_jax.midi import READERS
 from musicgen_jax.settings import FREE, Settings, in_range, non_negative, positive, setting
 
@@ -45,6 +45,14 @@ class DataConfig(Settings):
       "ioi", "Frame duration: 'ioi' = time to the next onset (rests as empty frames), "
       "'note' = the chord's longest note (the seed study's encoding).", choices=DURATION_MODES)
   include_drums: bool = setting(False, "Keep notes on MIDI channel 10 (General MIDI drums).")
+  sustain_pedal: str = setting(
+      "ignore", "MIDI sources: 'apply' holds a note released under the sustain pedal "
+      "(controller 64) until the pedal lifts or its pitch is struck again, as a pianist hears "
+      "it; 'ignore' keeps the notes as written.", choices=SUSTAIN_PEDAL_MODES)
+  note_lengths: bool = setting(
+      False, "Frames carry each note's own length (106 more columns), so a note held across "
+      "later onsets is held (--duration_mode=ioi, MIDI sources). For `prepare` and the "
+      "codec: the models do not predict lengths yet.")
   valid_fraction: float = setting(
       0.1, "Fraction of MIDI pieces held out for validation (split by piece, from a hash of "
       "each file's path; json uses its given splits).", check=in_range(0.0, 1.0, high_open=True))
@@ -80,6 +88,11 @@ class DataConfig(Settings):
       raise ValueError(
           f"--valid_fraction + --test_fraction = {self.valid_fraction + self.test_fraction:g} "
           "leaves no training data: lower them so they sum below 1")
+    if self.note_lengths and (self.dataset == "json" or self.duration_mode != "ioi"):
+      raise ValueError("--note_lengths needs MIDI (not --dataset=json, whose time steps list "
+                       "the pitches sounding) and --duration_mode=ioi")
+    if self.sustain_pedal == "apply" and self.dataset == "json":
+      raise ValueError("--sustain_pedal=apply needs MIDI: the json benchmarks have no pedal")
     if self.velocity_bins and self.dataset == "json":
       raise ValueError("--velocity_bins needs MIDI (--dataset=midi_dir or bach_chorales): "
                        "the json benchmarks have no dynamics")
@@ -95,4 +108,6 @@ class DataConfig(Settings):
         "include_drums": self.include_drums,
         "with_velocity": self.velocity_bins > 0,
         "reader": self.midi_reader,
+        "sustain_pedal": self.sustain_pedal,
+        "note_lengths": self.note_lengths,
     }

@@ -228,10 +228,12 @@ def _no_music_error(source: str, num_files: int,
 
 
 def _densify(pieces: list[sources.SparsePiece]) -> list[np.ndarray]:
-  """Sparse pieces -> <float32>[T_i, 107] (108 with velocities) views into one array."""
+  """Sparse pieces -> <float32>[T_i, F] views into one array (F by `encoding.FrameLayout`:
+  107, + 1 with velocities, + 106 with note lengths)."""
   lengths = np.array([p.num_frames for p in pieces], np.int64)
   offsets = np.concatenate([[0], np.cumsum(lengths)])
-  layout = encoding.FrameLayout(velocity=bool(pieces) and pieces[0].velocities is not None)
+  layout = encoding.FrameLayout(velocity=bool(pieces) and pieces[0].velocities is not None,
+                                lengths=bool(pieces) and pieces[0].lengths is not None)
   frames = np.zeros((int(offsets[-1]), layout.width), np.float32)
   if pieces:
     rows = np.concatenate([p.rows.astype(np.int64) + o
@@ -242,6 +244,9 @@ def _densify(pieces: list[sources.SparsePiece]) -> list[np.ndarray]:
         [p.durations for p in pieces])
     if layout.velocity:
       frames[:, layout.velocity_index] = np.concatenate([p.velocities for p in pieces])
+    if layout.lengths:
+      frames[rows, layout.length_columns.start + pitches.astype(np.int64)] = np.concatenate(
+          [p.lengths for p in pieces])
   frames.flags.writeable = False
   return [frames[offsets[i]:offsets[i + 1]] for i in range(len(pieces))]
 
@@ -385,7 +390,8 @@ def _summary(cfg: DataConfig, info: dict, entries: list, skipped: list,
       "num_notes": sum(int(e.piece.rows.shape[0]) for e in entries),
   })
   summary.update({k: sum(int(e.piece.stats.get(k, 0)) for e in entries)
-                  for k in ("dropped_out_of_range", "dropped_drums", "unclosed_notes")})
+                  for k in ("dropped_out_of_range", "dropped_drums", "unclosed_notes",
+                            "pedal_extended_notes")})
   if cfg.velocity_bins:  # files played at one velocity carry no dynamics to learn
     summary["constant_velocity_files"] = sorted(
         e.name for e in entries

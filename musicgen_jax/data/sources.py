@@ -54,6 +54,8 @@ class SparsePiece:
     durations: <float32>[num_frames] frame durations in quarter notes.
     velocities: <float32>[num_frames] the onsets' mean velocities (frames with
       dynamics), or None.
+    lengths: <float32>[num_notes] each note's length in quarter notes (frames with note
+      lengths), or None.
     stats: num_notes, num_frames, dropped_out_of_range, dropped_drums, unclosed_notes, ...
   """
   rows: np.ndarray
@@ -61,6 +63,7 @@ class SparsePiece:
   durations: np.ndarray
   stats: dict
   velocities: np.ndarray | None = None
+  lengths: np.ndarray | None = None
 
   @property
   def num_frames(self) -> int:
@@ -70,16 +73,17 @@ class SparsePiece:
   def from_frames(cls, frames: np.ndarray, stats: dict) -> "SparsePiece":
     """Takes <float32>[T, 107] frames (notes 0/1, duration; a velocity column last)."""
     layout = encoding.frame_layout(frames)
-    if layout.lengths:  # never silently dropped
-      raise ValueError("a sparse piece does not hold note lengths yet; encode without them")
     rows, pitches = np.nonzero(frames[:, layout.notes])
-    velocities = None
+    velocities = lengths = None
     if layout.velocity:
       velocities = np.ascontiguousarray(frames[:, encoding.VELOCITY_INDEX], dtype=np.float32)
+    if layout.lengths:
+      lengths = np.ascontiguousarray(frames[:, layout.length_columns][rows, pitches],
+                                     dtype=np.float32)
     return cls(rows=rows.astype(np.int32), pitches=pitches.astype(np.uint8),
                durations=np.ascontiguousarray(
                    frames[:, encoding.DURATION_INDEX], dtype=np.float32),
-               stats=stats, velocities=velocities)
+               stats=stats, velocities=velocities, lengths=lengths)
 
 
 def _stats_dict(stats) -> dict:
@@ -94,6 +98,7 @@ def _stats_dict(stats) -> dict:
       "velocity_min": int(stats.velocity_min),
       "velocity_max": int(stats.velocity_max),
       "unclosed_notes": int(stats.unclosed_notes),
+      "pedal_extended_notes": int(stats.pedal_extended_notes),
   }
 
 
