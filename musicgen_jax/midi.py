@@ -346,12 +346,20 @@ def _variable_int(data: bytes, i: int) -> tuple[int, int]:
 
 
 def _scan_track(data: bytes, i: int, end: int, track: int, scan: _Scan) -> bool:
-  """Adds one track chunk to `scan`; False where it is out of the ordinary."""
-  tick, status, order = 0, None, 0
+  """Adds one track chunk to `scan`; False where it is out of the ordinary.
+
+  The hot loop of the fast reader: locals only, and a one-byte delta time (most of them)
+  read inline.
+  """
+  tick, status, ons, offs, channels, pedal = 0, None, 0, 0, 0, scan.pedal
   while i < end:
-    delta, i = _variable_int(data, i)
-    tick += delta
-    order += 1
+    byte = data[i]
+    if byte < 0x80:
+      tick += byte
+      i += 1
+    else:
+      delta, i = _variable_int(data, i)
+      tick += delta
     byte = data[i]
     if byte >= 0x80:
       i += 1
@@ -361,23 +369,32 @@ def _scan_track(data: bytes, i: int, end: int, track: int, scan: _Scan) -> bool:
       return False
     else:
       byte = status
-    if byte == 0xFF or byte in (0xF0, 0xF7):
+    if byte < 0xF0:
+      kind = byte >> 4
+      if kind == 0x9:
+        if data[i + 1]:
+          ons += 1
+          channels |= 1 << (byte & 0xF)
+        else:
+          offs += 1
+        i += 2
+      elif kind == 0x8:
+        offs += 1
+        i += 2
+      else:
+        if kind == 0xB and data[i] == SUSTAIN_CONTROLLER:  # (tick, track, order, channel, down)
+          pedal.append((tick, track, len(pedal), byte & 0xF, int(data[i + 1] >= 64)))
+        i += _CHANNEL_DATA[kind]
+    elif byte == 0xFF or byte in (0xF0, 0xF7):
       length, i = _variable_int(data, i + (byte == 0xFF))  # past the meta type
       i += length
-    elif byte < 0xF0:
-      kind = byte >> 4
-      if kind == 0x9 and data[i + 1]:
-        scan.note_ons += 1
-        scan.note_channels |= 1 << (byte & 0xF)
-      elif kind in (0x8, 0x9):
-        scan.note_offs += 1
-      elif kind == 0xB and data[i] == SUSTAIN_CONTROLLER:
-        scan.pedal.append((tick, track, order, byte & 0xF, int(min(data[i + 1], 127) >= 64)))
-      i += _CHANNEL_DATA[kind]
     elif byte in _SYSTEM_DATA:
       i += _SYSTEM_DATA[byte]
     else:
       return False
+  scan.note_ons += ons
+  scan.note_offs += offs
+  scan.note_channels |= channels
   scan.end_tick = max(scan.end_tick, tick)
   return i == end
 
