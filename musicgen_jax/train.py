@@ -396,8 +396,9 @@ class _StopSignals:
   One process: the signal sets a flag, read after every step. Several processes: every host
   must stop at the same step, so JAX's preemption service decides: it receives SIGTERM on
   any host, tells the others, and `reached_preemption_sync_point` turns true on all of them
-  at one step; a SIGINT here is passed to it as a SIGTERM. A second SIGINT, outside a
-  checkpoint write, stops at once (from the last checkpoint).
+  at one step; a SIGINT here is passed to it as a SIGTERM (with the service turned off,
+  jax_enable_preemption_service=False, each host stops on its own signal: signal them all).
+  A second SIGINT, outside a checkpoint write, stops at once (from the last checkpoint).
   """
 
   def __enter__(self) -> _StopSignals:
