@@ -397,7 +397,8 @@ class _StopSignals:
   must stop at the same step, so JAX's preemption service decides: it receives SIGTERM on
   any host, tells the others, and `reached_preemption_sync_point` turns true on all of them
   at one step; a SIGINT here is passed to it as a SIGTERM (with the service turned off,
-  jax_enable_preemption_service=False, each host stops on its own signal: signal them all).
+  jax_enable_preemption_service=False, each host would stop at its own step, so a multi-host
+  run should keep it on).
   A second SIGINT, outside a checkpoint write, stops at once (from the last checkpoint).
   """
 
