@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import runner
-from musicgen_jax import audio, encoding, pages, plotting
+from musicgen_jax import audio, encoding, music_stats, pages, plotting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", os.path.join(runner.REPO, "..", "shared", "data", "piano-midi"),
@@ -43,18 +43,6 @@ def _excerpt(frames: np.ndarray, quarters: int) -> np.ndarray:
   return frames[starts < quarters * SPQ]
 
 
-def sounding_steps(frames: np.ndarray, until: int) -> int:
-  """Grid steps during which each pitch sounds before `until`, summed over pitches."""
-  onsets, ends, pitches = encoding.frames_to_notes(frames, steps_per_quarter=SPQ)
-  total = 0
-  for pitch in np.unique(pitches):
-    mask = np.zeros(until, bool)
-    for start, end in zip(onsets[pitches == pitch], ends[pitches == pitch]):
-      mask[min(start, until):min(end, until)] = True
-    total += int(mask.sum())
-  return total
-
-
 def piece_entries(path: str, out: str) -> list[pages.Entry]:
   name = os.path.splitext(os.path.basename(path))[0]
   decoded, entries = {}, []
@@ -63,7 +51,9 @@ def piece_entries(path: str, out: str) -> list[pages.Entry]:
                                          **settings)
     decoded[version] = (_excerpt(frames, FLAGS.quarters), stats)
   until = FLAGS.quarters * SPQ
-  heard = sounding_steps(decoded["lengths_pedal"][0], until)
+  sounding = lambda frames: music_stats.sounding_steps(
+      *encoding.frames_to_notes(frames, steps_per_quarter=SPQ), until=until)
+  heard = sounding(decoded["lengths_pedal"][0])
   for version, text, _ in VERSIONS:
     frames, stats = decoded[version]
     stem = os.path.join(out, f"{name}_{version}")
@@ -74,7 +64,7 @@ def piece_entries(path: str, out: str) -> list[pages.Entry]:
     if audio.available():
       audio.render_midi(stem + ".mid", stem + ".ogg", compression_level=pages.PAGE_COMPRESSION)
       sounds = [f"{name}_{version}.ogg"]
-    kept = sounding_steps(frames, until) / heard
+    kept = sounding(frames) / heard
     entries.append(pages.Entry(f"{name}: {version}", text=text, roll=f"{name}_{version}.png",
                                audio=sounds,
                                numbers={"sounding note-time kept": f"{100 * kept:.0f}%",

@@ -33,7 +33,7 @@ class Interrupted(Failure):
   Reported as `stopped: <message>` with `status` (130 for Ctrl-C, 143 for SIGTERM).
   """
 
-  def __init__(self, message: str, status: int = 130):
+  def __init__(self, message: str, status: int = INTERRUPTED_STATUS):
     super().__init__(message)
     self.status = status
 

@@ -96,7 +96,6 @@ class FrameLayout:
 
 
 LAYOUTS = tuple(FrameLayout(velocity=v, lengths=l) for l in (False, True) for v in (False, True))
-FRAME_WIDTHS = tuple(layout.width for layout in LAYOUTS)
 
 
 def frame_layout(frames, what: str = "frames", dims: str | None = "T") -> FrameLayout:

@@ -479,11 +479,10 @@ def next_onset(groups: np.ndarray, onsets: np.ndarray) -> np.ndarray:
   """int64[N]: for each note, the next later onset of a note of its group (a pitch, or a
   channel and pitch), or the largest int64 where there is none."""
   groups, onsets = np.asarray(groups, np.int64), np.asarray(onsets, np.int64)
-  order = np.lexsort((onsets, groups))
-  g, o = groups[order], onsets[order]
+  flat = groups * (int(onsets.max(initial=0)) + 2) + onsets  # sorts by group, then onset
+  order = np.argsort(flat, kind="stable")
+  flat, g, o = flat[order], groups[order], onsets[order]
   # The first later entry of the same group: search past every entry equal to this one.
-  span = int(o.max(initial=0)) + 2
-  flat = g * span + o
   after = np.searchsorted(flat, flat, side="right")
   found = after < flat.size
   found[found] = g[after[found]] == g[found]
@@ -501,7 +500,7 @@ def sustain(notes: NoteTable) -> tuple[NoteTable, np.ndarray]:
   Returns:
     (the notes with their ends extended, bool[N]: which were extended).
   """
-  ends = notes.ends.copy()
+  ends = notes.ends
   if notes.pedal is None or not len(notes.pedal) or not len(ends):
     return notes, np.zeros(len(ends), bool)
   release = ends.copy()

@@ -177,6 +177,21 @@ def _features_from_counts(c: dict) -> dict:
   }
 
 
+def sounding_steps(onsets: np.ndarray, ends: np.ndarray, pitches: np.ndarray,
+                   until: int | None = None) -> int:
+  """Grid steps during which each pitch sounds (before `until`), summed over pitches; a
+  pitch's overlapping notes count once. Notes as `encoding.frames_to_notes` gives them."""
+  onsets, ends, pitches = (np.asarray(a, np.int64) for a in (onsets, ends, pitches))
+  horizon = int(ends.max(initial=0)) if until is None else until
+  total = 0
+  for pitch in np.unique(pitches):
+    mask = np.zeros(horizon, bool)
+    for start, end in zip(onsets[pitches == pitch], ends[pitches == pitch]):
+      mask[min(start, horizon):min(end, horizon)] = True
+    total += int(mask.sum())
+  return total
+
+
 def piece_features(piece, *, steps_per_quarter: int = 12, max_duration_steps: int = 96) -> dict:
   """The features of one piece (see the module docstring); nan where undefined.
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from midi_builders import build_midi, notes
-from musicgen_jax import encoding, midi
+from musicgen_jax import encoding, midi, music_stats
 from musicgen_jax.encoding import (FrameLayout, encode_midi, frames_to_midi, frames_to_notes,
                                    midi_to_frames, notes_to_frames)
 
@@ -102,15 +102,7 @@ def test_frames_midi_frames_is_the_identity_and_notes_keep_their_ends(spec, velo
       (onset, pitch, end) for (onset, pitch), end in merged.items())
 
 
-def _sounding_steps(onsets, ends, pitches) -> int:
-  """Grid steps during which each pitch sounds, summed over pitches (overlaps once)."""
-  total = 0
-  for pitch in np.unique(pitches):
-    mask = np.zeros(int(ends.max()) + 1, bool)
-    for start, end in zip(onsets[pitches == pitch], ends[pitches == pitch]):
-      mask[start:end] = True
-    total += int(mask.sum())
-  return total
+_sounding_steps = music_stats.sounding_steps
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/piano-midi is absent")
