@@ -289,6 +289,9 @@ def _encode_into(entries: dict, to_encode: list, cfg: DataConfig, location: str,
     piece, reason = results[f.name]
     entries[f.name] = (cache_lib.CachedSkip(f.name, f.signature, reason) if piece is None
                        else cache_lib.CachedPiece(f.name, f.signature, None, piece))
+  # A skipped file is warned about once, when it is encoded; loads from the cache count it.
+  _warn_skipped([(f.name, results[f.name][1]) for f in to_encode if results[f.name][0] is None],
+                location)
   return time.perf_counter() - start
 
 
@@ -319,8 +322,7 @@ def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
     logging.info("wrote cache %s", path)
   info = {"source": location, "num_files": len(files), "num_encoded": len(to_encode),
           "num_cached": len(files) - len(to_encode), "cache_hit": not to_encode,
-          "cache_path": path, "encode_seconds": encode_seconds,
-          "fresh_skips": sorted({f.name for f in to_encode} & {s.name for s in skips})}
+          "cache_path": path, "encode_seconds": encode_seconds}
   return pieces, [(s.name, s.reason) for s in skips], info
 
 
@@ -345,6 +347,7 @@ def _load_json_source(cfg: DataConfig):
     pieces = [cache_lib.CachedPiece(name, [], split, piece)
               for split, name, piece in read]
     skips = [cache_lib.CachedSkip(name, [], reason) for name, reason in skipped]
+    _warn_skipped(skipped, location)
     encode_seconds = time.perf_counter() - start
     cache_lib.write_cache(path, key, pieces, skips,
                           {"dataset": cfg.dataset, "location": location,
@@ -357,7 +360,6 @@ def _load_json_source(cfg: DataConfig):
       "num_encoded": 0 if hit else num_files,
       "num_cached": num_files if hit else 0, "cache_hit": hit,
       "cache_path": path, "encode_seconds": encode_seconds,
-      "fresh_skips": [] if hit else [s.name for s in skips],
   }
   return pieces, [(s.name, s.reason) for s in skips], info
 
@@ -417,9 +419,6 @@ def load_dataset(cfg: DataConfig, *,
     entries, skipped, info = _load_json_source(cfg)
   else:
     entries, skipped, info = _load_midi_source(cfg, progress_interval_s)
-  # Each skipped file is warned about when it is encoded; loads from the cache count it.
-  fresh = set(info.pop("fresh_skips"))
-  _warn_skipped([s for s in skipped if s[0] in fresh], info["source"])
   if not entries:
     raise _no_music_error(info["source"], info["num_files"], skipped)
   splits = _split_pieces(cfg, entries)
