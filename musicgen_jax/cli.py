@@ -11,6 +11,7 @@ and no help text for a bad flag. `--help` lists every flag the program defines.
 
 from __future__ import annotations
 
+import logging as logging_std
 import sys
 from typing import Callable
 
@@ -95,7 +96,6 @@ QUIET_LOGGERS = ("jax._src.xla_bridge",)
 def run(main: Callable[..., None], define_flags: Callable[[flags.FlagValues], None],
         flag_values: flags.FlagValues = flags.FLAGS, positional: bool = False) -> None:
   """Defines the program's flags (listed by --help), parses them and calls main."""
-  import logging as logging_std  # pylint: disable=g-import-not-at-top
   for name in QUIET_LOGGERS:
     logging_std.getLogger(name).setLevel(logging_std.WARNING)
   before = set(flag_values)
