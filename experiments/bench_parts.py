@@ -46,10 +46,10 @@ def ops_per_frame(programs, models, heads=HEADS) -> list[dict]:
 
 
 def _synthetic_dataset(frames: np.ndarray):
-  from musicgen_jax.data import DataConfig, Dataset, Piece  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data import STUDY_FRAME, DataConfig, Dataset, Piece  # pylint: disable=g-import-not-at-top
   pieces = [Piece(f"train/{i}", piece) for i, piece in enumerate(frames)]
   return Dataset(splits={"train": pieces, "valid": [], "test": []}, skipped=[], summary={},
-                 config=DataConfig(cache_dir=tempfile.gettempdir()))
+                 config=DataConfig(cache_dir=tempfile.gettempdir(), **STUDY_FRAME))
 
 
 def train_command_vs_step(programs, model: str = "lstm", seq_len: int = 48,

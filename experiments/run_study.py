@@ -239,7 +239,7 @@ def write_page(rows: list[dict], report_dir: str, references: list) -> str:
 
 def main(argv):
   del argv
-  from musicgen_jax.data import DataConfig, load_dataset  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data import STUDY_FRAME, DataConfig, load_dataset  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   first = runner.parse_flagfile(flagfile(FLAGS.models[0], int(FLAGS.seq_lens[0])))
   data_dir = os.path.abspath(os.path.join(runner.REPO, os.path.expanduser(
@@ -247,7 +247,7 @@ def main(argv):
   if not os.path.exists(os.path.join(data_dir, PRIME_FILE)):
     raise app.UsageError(f"{PRIME_FILE} not found in {data_dir}; set --data_dir to the "
                          "piano-midi folder")
-  dataset = load_dataset(DataConfig(dataset="midi_dir", data_dir=data_dir))
+  dataset = load_dataset(DataConfig(dataset="midi_dir", data_dir=data_dir, **STUDY_FRAME))
   meta = {"command": runner.invocation(), "date": runner.now(), "machine": runner.machine(),
           "load_start": runner.load_average(), "quick": FLAGS.quick,
           "data": f"{os.path.relpath(data_dir, runner.REPO)} ({len(dataset.train)} training "

@@ -78,7 +78,7 @@ class TrainConfig(Settings):
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-DERIVED = ("steps_per_quarter", "velocity_bins")  # the frame's layout: data settings the
+DERIVED = ("steps_per_quarter", "velocity_bins", "note_lengths", "metre")  # the frame's layout: data settings the
 # model config carries a copy of (checked equal)
 
 
@@ -97,9 +97,6 @@ class RunConfig:
             f"the model's {name} ({getattr(self.model, name)}) differs from the data's "
             f"(--{name}={getattr(self.data, name)}); build the config with RunConfig.create")
     models.check_config(self.model)
-    if self.data.note_lengths:
-      raise ValueError("--note_lengths: the models do not predict note lengths yet (prepare "
-                       "and the codec read them); train without it")
     if (not models.is_causal(self.model) and self.train.train_window not in
         (0, self.model.seq_len)):
       raise ValueError(f"--train_window must be 0 or --seq_len for --model={self.model.model}, "

@@ -61,17 +61,22 @@ class FrameLayout:
   lengths (when `lengths`): the next 106 columns, the length in quarter notes of each note
     that starts here (0 where none does): a note sounds for its own length, held across
     later onsets or ending between them, instead of until the next onset.
+  metre (when `metre`): two last columns, where the frame starts within its bar and the
+    bar's length, both in quarter notes. Never stored: derived from the running time and
+    the piece's time signature when the pieces are loaded (`add_metre`) and carried by
+    the sampler; models read them as input features and predict nothing of them.
   """
 
   velocity: bool = False
   lengths: bool = False
+  metre: bool = False
 
   notes = slice(0, NUM_NOTES)
   duration_index = DURATION_INDEX
 
   @property
   def width(self) -> int:
-    return FRAME_DIM + int(self.velocity) + NUM_NOTES * int(self.lengths)
+    return FRAME_DIM + int(self.velocity) + NUM_NOTES * int(self.lengths) + 2 * int(self.metre)
 
   @property
   def velocity_index(self) -> int | None:
@@ -83,9 +88,20 @@ class FrameLayout:
     return slice(start, start + NUM_NOTES) if self.lengths else None
 
   @property
+  def metre_columns(self) -> slice | None:
+    """(bar position, bar length) in quarters, the frame's last two columns."""
+    start = FRAME_DIM + int(self.velocity) + NUM_NOTES * int(self.lengths)
+    return slice(start, start + 2) if self.metre else None
+
+  @property
+  def stored(self) -> FrameLayout:
+    """The layout without the derived metre columns: what the codec writes and reads."""
+    return FrameLayout(velocity=self.velocity, lengths=self.lengths)
+
+  @property
   def parts(self) -> tuple[str, ...]:
     return (("notes", "duration") + (("velocity",) if self.velocity else ()) +
-            (("lengths",) if self.lengths else ()))
+            (("lengths",) if self.lengths else ()) + (("metre",) if self.metre else ()))
 
   def describe(self) -> str:
     return f"{self.width} ({', '.join(self.parts)})"
@@ -95,7 +111,8 @@ class FrameLayout:
     return next((layout for layout in LAYOUTS if layout.width == width), None)
 
 
-LAYOUTS = tuple(FrameLayout(velocity=v, lengths=l) for l in (False, True) for v in (False, True))
+LAYOUTS = tuple(FrameLayout(velocity=v, lengths=l, metre=m)
+                for m in (False, True) for l in (False, True) for v in (False, True))
 
 
 def frame_layout(frames, what: str = "frames", dims: str | None = "T") -> FrameLayout:
@@ -108,14 +125,16 @@ def frame_layout(frames, what: str = "frames", dims: str | None = "T") -> FrameL
   layout = FrameLayout.for_width(shape[-1]) if shape else None
   if layout is None or (dims is not None and len(shape) != len(dims.split(",")) + 1):
     leading = f"{dims}, " if dims is not None else "..., "
-    widths = " or ".join(l.describe() for l in LAYOUTS)
-    raise ValueError(f"{what} must be [{leading}F] with F = {widths}; got shape {shape}")
+    widths = ", ".join(str(w) for w in sorted(l.width for l in LAYOUTS))
+    raise ValueError(f"{what} must be [{leading}F] with F = {FRAME_DIM} (notes, duration), + 1 "
+                     f"with velocity, + {NUM_NOTES} with note lengths, + 2 with metre (one of "
+                     f"{widths}); got shape {shape}")
   return layout
 
 __all__ = [
     "DURATION_INDEX", "DURATION_MODES", "FRAME_DIM", "HIGHEST_PITCH", "LOWEST_PITCH",
     "NUM_NOTES", "PIANO_KEYS", "VELOCITY_INDEX", "EncodeStats", "FrameLayout", "MidiError",
-    "encode_midi", "frame_layout", "frames_to_midi",
+    "add_metre", "bar_steps", "encode_midi", "frame_layout", "frames_to_midi", "strip_metre",
     "duration_classes", "duration_steps", "frame_steps", "frames_to_notes", "midi_to_frames",
     "notes_to_frames", "pitch_name", "quarters_of_class",
 ]
@@ -387,6 +406,43 @@ def frame_steps(frames: np.ndarray, steps_per_quarter: int = 12) -> np.ndarray:
   has_notes = (frames[:, :NUM_NOTES] > 0.5).any(axis=1)
   steps = np.where(has_notes, np.maximum(steps, 1), steps)
   return np.concatenate([[0], np.cumsum(steps)])
+
+
+def bar_steps(time_signature: str, steps_per_quarter: int) -> int:
+  """Grid steps in one bar of "n/d" (n * 4 / d quarters, at least one step): 48 for 4/4 at
+  12 steps per quarter, 36 for 6/8. An unreadable signature reads as 4/4."""
+  try:
+    numerator, denominator = (int(x) for x in str(time_signature).split("/"))
+  except ValueError:
+    numerator, denominator = 4, 4
+  if numerator < 1 or denominator < 1:
+    numerator, denominator = 4, 4
+  return max(1, (4 * numerator * steps_per_quarter + denominator // 2) // denominator)
+
+
+def add_metre(frames: np.ndarray, time_signature: str = midi_lib.DEFAULT_TIME_SIGNATURE,
+              steps_per_quarter: int = 12) -> np.ndarray:
+  """frames float32[T, F] without metre -> float32[T, F + 2]: each frame's position in its
+  bar and the bar's length, in quarters (see `FrameLayout`), from the running time as
+  decoding plays it (`frame_steps`), the first frame on a downbeat.
+
+  The piece's first time signature holds throughout (a change of metre, or a pickup bar,
+  is not followed).
+  """
+  layout = frame_layout(frames)
+  if layout.metre:
+    raise ValueError("these frames already carry metre columns")
+  bar = bar_steps(time_signature, steps_per_quarter)
+  starts = frame_steps(frames, steps_per_quarter)[:-1]
+  metre = np.stack([(starts % bar) / steps_per_quarter,
+                    np.full(starts.shape, bar / steps_per_quarter)], axis=-1)
+  return np.concatenate([np.asarray(frames, np.float32), metre.astype(np.float32)], axis=-1)
+
+
+def strip_metre(frames: np.ndarray) -> np.ndarray:
+  """The frames without their derived metre columns (unchanged where they have none)."""
+  layout = frame_layout(frames, dims=None)
+  return frames[..., :layout.stored.width] if layout.metre else frames
 
 
 def frames_to_notes(frames: np.ndarray, *, steps_per_quarter: int = 12,

@@ -158,14 +158,15 @@ def evaluate_pieces(cfg: ModelConfig, params, pieces: Sequence, *, batch_size: i
   Args:
     cfg: the model config.
     params: model parameters (host or replicated device arrays).
-    pieces: Pieces (with .frames) or arrays float32[T, 107].
+    pieces: Pieces (with .frames) or arrays float32[T, F] of the model's layout.
     batch_size: rows per compiled call (pieces, or chunks of pieces).
     chunk: frames per row and call; memory is bounded by batch_size x chunk.
 
   Returns:
     {'nll', 'nll_notes', 'nll_notes_88' (the 88 piano keys' terms, as the polyphonic-music
      benchmarks count), 'nll_duration', 'nll_velocity' (frames with dynamics; 0
-     otherwise), 'nll_total' (nll + nll_velocity), all nats per predicted frame;
+     otherwise), 'nll_length' (frames with note lengths: their notes' lengths; 0
+     otherwise), 'nll_total' (nll + nll_velocity + nll_length), all nats per predicted frame;
      'note_accuracy' (TP / (TP + FP + FN) at 0.5), 'num_frames'}.
   """
   if batch_size < 1 or chunk < 1:
@@ -192,6 +193,7 @@ def evaluate_pieces(cfg: ModelConfig, params, pieces: Sequence, *, batch_size: i
       "nll_notes_88": total["nll_notes_88"] / count,
       "nll_duration": total["nll_duration"] / count,
       "nll_velocity": total["nll_velocity"] / count,
+      "nll_length": total["nll_length"] / count,
       "nll_total": total["nll_total"] / count,
       "note_accuracy": total["tp"] / hits if hits else 0.0,
       "num_frames": int(round(count)),

@@ -30,7 +30,7 @@ from absl import logging
 
 from musicgen_jax import audio as audio_lib
 from musicgen_jax import midi as midi_lib
-from musicgen_jax import models, plotting, sampling
+from musicgen_jax import encoding, models, plotting, sampling
 from musicgen_jax import workdir as workdir_lib
 from musicgen_jax.config import RunConfig
 from musicgen_jax.encoding import (DURATION_INDEX, LOWEST_PITCH, NUM_NOTES,
@@ -139,9 +139,13 @@ def _prime_from_midi(config: RunConfig, path: str) -> tuple[np.ndarray, dict, st
     frames, stats = encode_midi(path, steps_per_quarter=data.steps_per_quarter,
                                 duration_mode=data.duration_mode,
                                 include_drums=data.include_drums,
-                                with_velocity=data.velocity_bins > 0)
+                                with_velocity=data.velocity_bins > 0,
+                                note_lengths=data.note_lengths,
+                                sustain_pedal=data.sustain_pedal, reader=data.midi_reader)
   except MidiError as e:
     raise MidiError(f"{e}; give a readable MIDI file as --prime_midi") from e
+  if data.metre:
+    frames = encoding.add_metre(frames, stats.time_signature, data.steps_per_quarter)
   return (frames, {"kind": "midi", "path": os.path.abspath(path)}, f"--prime_midi={path}",
           (stats.tempo_bpm, stats.time_signature))
 

@@ -13,8 +13,8 @@ from musicgen_jax.encoding import (DURATION_INDEX, NUM_NOTES, PIANO_KEYS, VELOCI
                                    frame_layout)
 from musicgen_jax.models import FrameDistribution
 
-METRIC_NAMES = ("nll", "nll_notes", "nll_notes_88", "nll_duration", "nll_velocity", "nll_total",
-                "tp", "fp", "fn")
+METRIC_NAMES = ("nll", "nll_notes", "nll_notes_88", "nll_duration", "nll_velocity",
+                "nll_length", "nll_total", "tp", "fp", "fn")
 
 
 def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Array]:
@@ -22,7 +22,8 @@ def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Ar
 
   Args:
     pred: the predicted distribution, fields [..., ...].
-    targets: float32[..., 107] the frames predicted (notes 0/1, duration in quarters).
+    targets: float32[..., F] the frames predicted (notes 0/1, duration in quarters, and the
+      other parts of `encoding.FrameLayout`; metre columns are read by no loss).
 
   Returns:
     dict of float32[...]: 'nll_notes' (the sum over the 106 pitches of the binary cross
@@ -32,19 +33,27 @@ def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Ar
     exactly an 88-pitch model's), 'nll_duration' (categorical: -log p(target class);
     regression: Gaussian NLL of log(duration), a density so it may be negative), 'nll'
     (notes plus duration: comparable with and without dynamics), 'nll_velocity' (frames
-    with dynamics: -log p(velocity class) of each onset; 0 otherwise), 'nll_total' (nll plus
-    nll_velocity, what training minimises), and 'tp',
+    with dynamics: -log p(velocity class) of each onset; 0 otherwise), 'nll_length' (frames
+    with note lengths: the sum over the frame's notes of -log p(length class | the notes,
+    and for the nade head the lengths below it); 0 otherwise), 'nll_total' (nll plus
+    nll_velocity plus nll_length, what training minimises), and 'tp',
     'fp', 'fn' note counts with a note predicted when its conditional probability exceeds
     0.5 (for the nade head, given the true pitches below it).
   """
-  frame_layout(targets.shape, "targets", dims=None)
+  layout = frame_layout(targets.shape, "targets", dims=None)
   targets = targets.astype(jnp.float32)
   notes = targets[..., :NUM_NOTES]
-  logits = pred.notes.conditional_logits(notes).astype(jnp.float32)
+  if pred.notes.lengths is not None and not layout.lengths:
+    raise ValueError(f"a model of note lengths needs targets with them, got {layout.describe()}")
+  quarters = targets[..., layout.length_columns] if pred.notes.lengths is not None else None
+  logits, nll_length = pred.notes.scores(notes, quarters)
+  logits = logits.astype(jnp.float32)
   per_pitch = optax.sigmoid_binary_cross_entropy(logits, notes)
   nll_notes = per_pitch.sum(axis=-1)
   nll_duration = pred.duration.nll(targets[..., DURATION_INDEX])
   nll_velocity = jnp.zeros_like(nll_duration)
+  if nll_length is None:
+    nll_length = jnp.zeros_like(nll_duration)
   if pred.velocity is not None:
     nll_velocity = pred.velocity.nll(targets[..., VELOCITY_INDEX])
   predicted = logits > 0.0
@@ -56,7 +65,8 @@ def frame_terms(pred: FrameDistribution, targets: jax.Array) -> dict[str, jax.Ar
       "nll_notes_88": per_pitch[..., :PIANO_KEYS].sum(axis=-1),
       "nll_duration": nll_duration,
       "nll_velocity": nll_velocity,
-      "nll_total": nll_notes + nll_duration + nll_velocity,
+      "nll_length": nll_length,
+      "nll_total": nll_notes + nll_duration + nll_velocity + nll_length,
       "tp": count(predicted & actual),
       "fp": count(predicted & ~actual),
       "fn": count(~predicted & actual),

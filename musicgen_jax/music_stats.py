@@ -192,6 +192,26 @@ def sounding_steps(onsets: np.ndarray, ends: np.ndarray, pitches: np.ndarray,
   return total
 
 
+def onset_positions(pieces: Sequence, steps_per_quarter: int = 12,
+                    skip: int = 0) -> np.ndarray:
+  """float64[steps_per_quarter]: where the onsets of frames with notes fall within the beat
+  (their grid step modulo one quarter note), as fractions summing to 1 (zeros without
+  onsets). Each piece's time starts at 0; its first `skip` frames (a prime) are left out."""
+  counts = np.zeros(steps_per_quarter, np.int64)
+  for piece in pieces:
+    frames = _frames(piece)
+    starts = encoding.frame_steps(frames, steps_per_quarter)[:-1]
+    sounding = (frames[:, :encoding.NUM_NOTES] > 0.5).any(axis=1)
+    sounding[:skip] = False
+    counts += np.bincount(starts[sounding] % steps_per_quarter, minlength=steps_per_quarter)
+  return counts / max(int(counts.sum()), 1)
+
+
+def total_variation(p: Sequence[float], q: Sequence[float]) -> float:
+  """Half the L1 distance between two histograms: 0 alike, 1 disjoint."""
+  return 0.5 * float(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)).sum())
+
+
 def piece_features(piece, *, steps_per_quarter: int = 12, max_duration_steps: int = 96) -> dict:
   """The features of one piece (see the module docstring); nan where undefined.
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.encoding import NUM_NOTES, frame_layout
+from musicgen_jax.encoding import NUM_NOTES, FrameLayout, frame_layout
 from musicgen_jax.settings import Settings, non_negative, positive, setting
 
 StepFn = Callable[..., tuple[Any, Any]]
@@ -50,6 +50,9 @@ class SampleSettings(Settings):
   velocity_temperature: float = setting(
       1.0, "Velocity temperature (models of frames with dynamics): class logits / T.",
       check=positive)
+  length_temperature: float = setting(
+      1.0, "Note length temperature (models of frames with note lengths): class logits / T.",
+      check=positive)
   max_polyphony: int = setting(0, "At most this many notes per frame (independent head: the "
                                "most probable of those sampled; nade: the first drawn); "
                                "0 = no limit.", check=non_negative)
@@ -66,9 +69,10 @@ def sample_frame(pred, rng: jax.Array, settings: SampleSettings,
     allowed: optional bool[106]: pitches that may sound (others never do).
 
   Returns:
-    float32[batch, 107]: notes in {0, 1} at 0..105, the duration in quarter notes (a
+    float32[batch, F]: notes in {0, 1} at 0..105, the duration in quarter notes (a
     positive multiple of 1 / steps_per_quarter) at index 106 (`DURATION_INDEX`); with a
-    velocity head [batch, 108], the velocity last (0 where no note sounds).
+    velocity head the velocity next (0 where no note sounds); with a length head the 106
+    note lengths (0 where no note starts). Metre columns are the sampler's to add.
   """
   return draw_frame(pred, pred.noise(rng), settings, allowed)
 
@@ -76,8 +80,15 @@ def sample_frame(pred, rng: jax.Array, settings: SampleSettings,
 def draw_frame(pred, noise: dict, settings: SampleSettings,
                allowed: jax.Array | None = None) -> jax.Array:
   """`sample_frame` with its randomness given (`pred.noise(rng)`, drawn ahead)."""
-  notes = pred.notes.draw(noise["notes"], temperature=settings.temperature,
-                          max_polyphony=settings.max_polyphony, allowed=allowed)
+  lengths = None
+  if pred.notes.lengths is None:
+    notes = pred.notes.draw(noise["notes"], temperature=settings.temperature,
+                            max_polyphony=settings.max_polyphony, allowed=allowed)
+  else:
+    notes, lengths = pred.notes.draw_with_lengths(
+        noise["notes"], noise["lengths"], temperature=settings.temperature,
+        length_temperature=settings.length_temperature, max_polyphony=settings.max_polyphony,
+        allowed=allowed)
   quarters = pred.duration.draw(noise["duration"], temperature=settings.duration_temperature,
                                 top_p=settings.top_p)
   if notes.ndim != 2 or notes.shape[-1] != NUM_NOTES or quarters.shape != notes.shape[:1]:
@@ -87,7 +98,19 @@ def draw_frame(pred, noise: dict, settings: SampleSettings,
   if pred.velocity is not None:
     velocity = pred.velocity.draw(noise["velocity"], temperature=settings.velocity_temperature)
     parts.append(jnp.where(notes.any(axis=-1), velocity, 0.0)[:, None])
+  if lengths is not None:
+    parts.append(lengths)
   return jnp.concatenate(parts, axis=-1)
+
+
+def next_metre(frame: jax.Array, layout: FrameLayout, steps_per_quarter: int) -> jax.Array:
+  """float32[batch, 2]: the metre columns of the frame after `frame` [batch, F]: its bar
+  position advanced by its duration (on the grid, modulo the bar), the same bar length."""
+  position, bar = frame[:, layout.metre_columns.start], frame[:, layout.metre_columns.start + 1]
+  steps = jnp.maximum(jnp.round(frame[:, layout.duration_index] * steps_per_quarter), 0.0)
+  bar_steps = jnp.maximum(jnp.round(bar * steps_per_quarter), 1.0)
+  step = jnp.mod(jnp.round(position * steps_per_quarter) + steps, bar_steps)
+  return jnp.stack([step / steps_per_quarter, bar], axis=-1)
 
 
 def generate(step_fn: StepFn, carry: Any, prime: jax.Array, rng: jax.Array,
@@ -134,12 +157,17 @@ def generate(step_fn: StepFn, carry: Any, prime: jax.Array, rng: jax.Array,
 
 
 def _sample_after(step, carry, frame, rng, settings: SampleSettings, allowed) -> jax.Array:
-  """float32[batch, num_frames, F]: the frames sampled after feeding `frame`."""
+  """float32[batch, num_frames, F]: the frames sampled after feeding `frame`; with metre
+  columns, each frame's position follows from the one before (the prime's last first)."""
+  layout = frame_layout(frame.shape, "frame", "batch")
 
   def body(state, noise):
     frame, carry = state
     pred, carry = step(frame, carry)
     new_frame = draw_frame(pred, noise, settings, allowed)
+    if layout.metre:
+      new_frame = jnp.concatenate(
+          [new_frame, next_metre(frame, layout, pred.duration.steps_per_quarter)], axis=-1)
     return (new_frame, carry), new_frame
 
   # The randomness of NOISE_BLOCK frames is drawn at once, outside the per-frame loop

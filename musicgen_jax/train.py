@@ -374,6 +374,8 @@ class _Validation:
               "valid_note_accuracy": result["note_accuracy"]}
     if self.run.config.model.velocity_bins:
       record["valid_nll_velocity"] = result["nll_velocity"]
+    if self.run.config.model.note_lengths:
+      record["valid_nll_length"] = result["nll_length"]
     return record
 
   def exhausted(self) -> bool:

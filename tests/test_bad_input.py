@@ -15,7 +15,7 @@ import pytest
 from musicgen_jax import MidiError, encode_midi, frames_to_midi, midi_to_frames
 from musicgen_jax.data import DataConfig, assign_split, load_dataset
 from test_midi_errors import _mutate as mutate_synthetic
-from toy import toy_frames
+from toy import STUDY_FRAME, toy_frames
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "piano-midi"
 # The smallest real files (3-5 KB): many mutations each within the suite's time.
@@ -125,7 +125,7 @@ def test_mutated_corpus_through_dataset_building(tmp_path):
   assert len(expected_bad) >= 5
   dataset = load_dataset(DataConfig(dataset="midi_dir", data_dir=str(folder),
                                     cache_dir=str(tmp_path / "cache"), num_workers=1,
-                                    valid_fraction=0.0, test_fraction=0.0))
+                                    valid_fraction=0.0, test_fraction=0.0, **STUDY_FRAME))
   loaded = {p.name: p.frames for split in ("train", "valid", "test") for p in dataset[split]}
   skipped = dict(dataset.skipped)
   assert set(loaded) | set(skipped) == set(good) | set(expected_bad)

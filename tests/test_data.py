@@ -142,10 +142,12 @@ def test_midi_dir_is_recursive_and_reads_midi_extension(tmp_path):
   dataset = pipeline.load_dataset(make_config(tmp_path, data))
   pieces = all_pieces(dataset)
   assert sorted(pieces) == ["a.mid", "sub/C.MID", "sub/deeper/b.midi"]
-  assert pieces["sub/deeper/b.midi"].frames.shape == (5, encoding.FRAME_DIM)
+  # New runs' frames: note lengths and metre columns (encoding.FrameLayout).
+  assert pieces["sub/deeper/b.midi"].frames.shape == (
+      5, encoding.FrameLayout(lengths=True, metre=True).width)
   assert pieces["sub/deeper/b.midi"].frames.dtype == np.float32
-  np.testing.assert_array_equal(
-      pieces["a.mid"].frames, encoding.midi_to_frames(str(data / "a.mid")))
+  np.testing.assert_array_equal(pieces["a.mid"].frames, encoding.add_metre(
+      encoding.midi_to_frames(str(data / "a.mid"), note_lengths=True, sustain_pedal="apply")))
   assert dataset.summary["num_files"] == 3
   assert dataset.skipped == []
 
@@ -242,8 +244,10 @@ def test_json_source_uses_given_splits(tmp_path):
   assert [p.name for p in dataset.valid] == ["valid/0000"]
   assert [p.name for p in dataset.test] == ["test/0000"]
   first = dataset.train[0].frames
-  assert first.shape == (3, encoding.FRAME_DIM)
+  layout = encoding.FrameLayout(metre=True)  # no lengths in a json benchmark; a bar of 4 steps
+  assert first.shape == (3, layout.width)
   np.testing.assert_array_equal(first[:, encoding.DURATION_INDEX], 1.0)
+  np.testing.assert_array_equal(first[:, layout.metre_columns], [[0, 4], [1, 4], [2, 4]])
   assert np.nonzero(first[0, :encoding.NUM_NOTES])[0].tolist() == [39, 43, 46]
   assert not first[1, :encoding.NUM_NOTES].any()  # an empty time step: a rest
   second = dataset.train[1].frames

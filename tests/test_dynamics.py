@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 import mido
 import numpy as np
+
+from musicgen_jax.encoding import FrameLayout
 import pytest
 
 from musicgen_jax import encode_midi, frames_to_midi, losses, midi_to_frames, music_stats
@@ -142,7 +144,8 @@ def test_velocity_bins_flow_from_the_data_to_the_model(tmp_path):
                     cache_dir=str(tmp_path / "c"), num_workers=1, valid_fraction=0,
                     test_fraction=0)
   dataset = load_dataset(data)
-  assert {p.frames.shape[1] for p in dataset["train"]} == {108}
+  assert {p.frames.shape[1] for p in dataset["train"]} == {
+      FrameLayout(velocity=True, lengths=True, metre=True).width}
   config = RunConfig.create(ModelConfig(), data, toy_config().train)
   assert config.model.velocity_bins == BINS
   assert RunConfig.from_json(config.to_json()) == config

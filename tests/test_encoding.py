@@ -325,7 +325,9 @@ def test_one_description_of_the_frame_checks_every_entry_point(tmp_path):
   from musicgen_jax.data import WindowBatches, sources  # pylint: disable=g-import-not-at-top
   assert [l.describe() for l in encoding.LAYOUTS] == [
       "107 (notes, duration)", "108 (notes, duration, velocity)",
-      "213 (notes, duration, lengths)", "214 (notes, duration, velocity, lengths)"]
+      "213 (notes, duration, lengths)", "214 (notes, duration, velocity, lengths)",
+      "109 (notes, duration, metre)", "110 (notes, duration, velocity, metre)",
+      "215 (notes, duration, lengths, metre)", "216 (notes, duration, velocity, lengths, metre)"]
   assert encoding.FrameLayout(velocity=True).velocity_index == FRAME_DIM
   bad = np.zeros((4, 50), np.float32)
   calls = [
@@ -339,7 +341,8 @@ def test_one_description_of_the_frame_checks_every_entry_point(tmp_path):
   if plotting.available():
     calls.append(lambda: plotting.piano_roll(bad, str(tmp_path / "x.png")))
   for call in calls:
-    with pytest.raises(ValueError, match=r"must be \[.*F\] with F = 107 \(notes, duration\) or "
-                                         r"108 \(notes, duration, velocity\) or 213 .* or 214 "
-                                         r"\(notes, duration, velocity, lengths\); got shape"):
+    with pytest.raises(ValueError, match=r"must be \[.*F\] with F = 107 \(notes, duration\), "
+                                         r"\+ 1 with velocity, \+ 106 with note lengths, \+ 2 "
+                                         r"with metre \(one of 107, 108, 109, 110, 213, 214, "
+                                         r"215, 216\); got shape"):
       call()

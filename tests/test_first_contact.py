@@ -12,7 +12,7 @@ import pytest
 
 from musicgen_jax import generate
 from musicgen_jax import train as train_lib
-from musicgen_jax.data import DataConfig
+from musicgen_jax.data import STUDY_FRAME, DataConfig
 from toy import toy_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,8 @@ def test_training_on_a_missing_data_dir_creates_no_workdir(tmp_path):
   config = toy_config()
   config = dataclasses.replace(config, data=DataConfig(dataset="midi_dir",
                                                         data_dir="/nonexistent",
-                                                        cache_dir=str(tmp_path / "cache")))
+                                                        cache_dir=str(tmp_path / "cache"),
+                                                        **STUDY_FRAME))
   with pytest.raises(FileNotFoundError, match="is not a folder"):
     train_lib.train_and_evaluate(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists() and not (tmp_path / "cache").exists()

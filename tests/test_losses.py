@@ -134,7 +134,8 @@ def test_mask_weights_frames_and_metrics_are_sums():
   np.testing.assert_allclose(metrics["tp"], 1.0)  # frame 0 only; frame 2 is masked
   np.testing.assert_allclose(metrics["fn"], 0.5)  # half of frame 1's missed note
   assert set(metrics) == {"nll", "nll_notes", "nll_notes_88", "nll_duration", "nll_velocity",
-                          "nll_total", "tp", "fp", "fn", "count"}
+                          "nll_length", "nll_total", "tp", "fp", "fn", "count"}
+  np.testing.assert_allclose(metrics["nll_length"], 0.0)  # no note lengths in these frames
   np.testing.assert_allclose(metrics["nll_velocity"], 0.0)  # no dynamics in these frames
   np.testing.assert_allclose(metrics["nll_total"], metrics["nll"], rtol=1e-6)
 

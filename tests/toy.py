@@ -2,10 +2,13 @@
 
 import numpy as np
 
-from musicgen_jax.data import DataConfig, Dataset, Piece
+from musicgen_jax.data import STUDY_FRAME, DataConfig, Dataset, Piece
 from musicgen_jax.encoding import DURATION_INDEX, FRAME_DIM
 from musicgen_jax.models import ModelConfig
 from musicgen_jax.config import RunConfig, TrainConfig
+
+
+# The toy pieces are the study's 107-dim frame (no note lengths, no metre columns).
 
 
 def toy_frames(seed: int, length: int) -> np.ndarray:
@@ -27,7 +30,8 @@ def toy_dataset(num_train=6, length=40) -> Dataset:
       "valid": [Piece("valid/0", toy_frames(100, length))],
       "test": [Piece("test/0", toy_frames(200, length)), Piece("test/1", toy_frames(201, 17))],
   }
-  return Dataset(splits=pieces, skipped=[], summary={}, config=DataConfig(cache_dir="/nonexistent"))
+  return Dataset(splits=pieces, skipped=[], summary={},
+                 config=DataConfig(cache_dir="/nonexistent", **STUDY_FRAME))
 
 
 def toy_config(model="lstm", **train) -> RunConfig:
@@ -37,5 +41,5 @@ def toy_config(model="lstm", **train) -> RunConfig:
   return RunConfig(
       model=ModelConfig(model=model, hidden_size=16, num_layers=1, num_heads=2, seq_len=8,
                         max_duration_steps=24, note_head="independent"),
-      data=DataConfig(cache_dir="/nonexistent"),
+      data=DataConfig(cache_dir="/nonexistent", **STUDY_FRAME),
       train=TrainConfig(**settings))

@@ -7,12 +7,13 @@
 """
 
 from musicgen_jax.data.batches import StreamBatches, WindowBatches
-from musicgen_jax.data.config import DataConfig, default_cache_dir
+from musicgen_jax.data.config import STUDY_FRAME, DataConfig, default_cache_dir
 from musicgen_jax.data.pipeline import Dataset, Piece, load_dataset
 from musicgen_jax.data.splits import SPLITS, assign_split, split_bucket
 from musicgen_jax.data.stats import dataset_statistics
 
 __all__ = [
+    "STUDY_FRAME",
     "SPLITS",
     "DataConfig",
     "Dataset",

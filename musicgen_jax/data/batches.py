@@ -56,16 +56,19 @@ def note_extent(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def transpose(frames: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-  """frames float32[rows, T, 107] with each row's notes moved by shifts[row] semitones.
+  """frames float32[rows, T, F] with each row's notes (and their lengths, in frames with
+  note lengths) moved by shifts[row] semitones.
 
   The shifts must keep every note in range (see `shift_bounds`); durations are untouched.
   """
+  layout = encoding.frame_layout(frames, "frames", "rows, T")
+  columns = [layout.notes] + ([layout.length_columns] if layout.lengths else [])
   out = frames.copy()
   for shift in np.unique(shifts):
     if shift:
       rows = shifts == shift
-      out[rows, :, :encoding.NUM_NOTES] = np.roll(frames[rows, :, :encoding.NUM_NOTES],
-                                                  int(shift), axis=-1)
+      for part in columns:
+        out[rows, :, part] = np.roll(frames[rows, :, part], int(shift), axis=-1)
   return out
 
 

@@ -21,6 +21,11 @@ def default_cache_dir() -> str:
   return os.path.join(os.path.expanduser("~"), ".cache", "musicgen_jax")
 
 
+# The study's frame: 107 columns, every note ending at the next onset, no pedal, no metre
+# (`DataConfig(**STUDY_FRAME)`; its flagfiles say the same in flags).
+STUDY_FRAME = {"note_lengths": False, "sustain_pedal": "ignore", "metre": False}
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig(Settings):
   """Where the music comes from, how it is encoded, split and cached.
@@ -46,13 +51,23 @@ class DataConfig(Settings):
       "'note' = the chord's longest note (the seed study's encoding).", choices=DURATION_MODES)
   include_drums: bool = setting(False, "Keep notes on MIDI channel 10 (General MIDI drums).")
   sustain_pedal: str = setting(
-      "ignore", "MIDI sources: 'apply' holds a note released under the sustain pedal "
+      "apply", "MIDI sources: 'apply' holds a note released under the sustain pedal "
       "(controller 64) until the pedal lifts or its pitch is struck again, as a pianist hears "
-      "it; 'ignore' keeps the notes as written.", choices=SUSTAIN_PEDAL_MODES)
+      "it; 'ignore' keeps the notes as written (the study's). The json benchmarks have no "
+      "pedal: there it is always 'ignore'.", choices=SUSTAIN_PEDAL_MODES,
+      stored_default="ignore")  # runs from before the pedal was read kept notes as written
   note_lengths: bool = setting(
-      False, "Frames carry each note's own length (106 more columns), so a note held across "
-      "later onsets is held (--duration_mode=ioi, MIDI sources). For `prepare` and the "
-      "codec: the models do not predict lengths yet.")
+      True, "Frames carry each note's own length (106 more columns) and models predict it, "
+      "so a note held across later onsets is held; off, every note ends at the next onset "
+      "(the study's 107-dim frame). MIDI sources with --duration_mode=ioi: off with "
+      "--duration_mode=note, and for the json benchmarks, whose time steps list the pitches "
+      "sounding.",
+      stored_default=False)
+  metre: bool = setting(
+      True, "Models read where each frame starts in its beat and bar (from the running time "
+      "and the piece's first time signature; a json benchmark's bar is four time steps), "
+      "computed when the data is loaded: the stored frames and the NLL's terms are the "
+      "same. Off: the study's input.", stored_default=False)
   valid_fraction: float = setting(
       0.1, "Fraction of MIDI pieces held out for validation (split by piece, from a hash of "
       "each file's path; json uses its given splits).", check=in_range(0.0, 1.0, high_open=True))
@@ -88,11 +103,11 @@ class DataConfig(Settings):
       raise ValueError(
           f"--valid_fraction + --test_fraction = {self.valid_fraction + self.test_fraction:g} "
           "leaves no training data: lower them so they sum below 1")
-    if self.note_lengths and (self.dataset == "json" or self.duration_mode != "ioi"):
-      raise ValueError("--note_lengths needs MIDI (not --dataset=json, whose time steps list "
-                       "the pitches sounding) and --duration_mode=ioi")
-    if self.sustain_pedal == "apply" and self.dataset == "json":
-      raise ValueError("--sustain_pedal=apply needs MIDI: the json benchmarks have no pedal")
+    if self.dataset == "json":  # time steps of sounding pitches: no lengths, no pedal
+      object.__setattr__(self, "note_lengths", False)
+      object.__setattr__(self, "sustain_pedal", "ignore")
+    if self.duration_mode != "ioi":  # lengths need frames that last until the next onset
+      object.__setattr__(self, "note_lengths", False)
     if self.velocity_bins and self.dataset == "json":
       raise ValueError("--velocity_bins needs MIDI (--dataset=midi_dir or bach_chorales): "
                        "the json benchmarks have no dynamics")

@@ -38,8 +38,9 @@ class Piece:
   Attributes:
     name: the file's path relative to the source root (MIDI sources) or
       '<split>/<index>' (json).
-    frames: <float32>[T, 107] read-only; notes 0/1 in columns 0..105
-      (pitches 21..126), the duration in quarter notes in column 106.
+    frames: <float32>[T, F] read-only, the parts of `encoding.FrameLayout`: notes 0/1 in
+      columns 0..105 (pitches 21..126), the duration in quarter notes in column 106, then
+      velocity, note lengths and metre as the data config asks.
     tempo_bpm, time_signature: the source file's first tempo and time signature
       (120 and 4/4 where it gives none, and for the json benchmarks).
   """
@@ -364,6 +365,13 @@ def _load_json_source(cfg: DataConfig):
   return pieces, [(s.name, s.reason) for s in skips], info
 
 
+def _with_metre(frames: np.ndarray, time_signature: str, steps_per_quarter: int) -> np.ndarray:
+  """A read-only copy of a piece's frames with its metre columns (`encoding.add_metre`)."""
+  out = encoding.add_metre(frames, time_signature, steps_per_quarter)
+  out.flags.writeable = False
+  return out
+
+
 def _split_pieces(cfg: DataConfig, entries: list) -> dict[str, list[Piece]]:
   frames = _densify([e.piece for e in entries])
   splits = {s: [] for s in splits_lib.SPLITS}
@@ -371,9 +379,12 @@ def _split_pieces(cfg: DataConfig, entries: list) -> dict[str, list[Piece]]:
     split = entry.split or splits_lib.assign_split(entry.name, cfg.valid_fraction,
                                                    cfg.test_fraction)
     stats = entry.piece.stats
+    time_signature = str(stats.get("time_signature", midi_lib.DEFAULT_TIME_SIGNATURE))
+    if cfg.metre:
+      piece_frames = _with_metre(piece_frames, time_signature, cfg.steps_per_quarter)
     splits[split].append(Piece(entry.name, piece_frames,
                                tempo_bpm=float(stats.get("tempo_bpm", midi_lib.DEFAULT_TEMPO_BPM)),
-                               time_signature=str(stats.get("time_signature", midi_lib.DEFAULT_TIME_SIGNATURE))))
+                               time_signature=time_signature))
   for split in splits:
     splits[split].sort(key=lambda p: p.name)
   return splits

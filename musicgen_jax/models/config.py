@@ -49,6 +49,14 @@ class ModelConfig(Settings):
   # From the data config too: frames carry velocity, predicted in this many classes (0 = off).
   velocity_bins: int = setting(0, "Velocity classes (from --velocity_bins).",
                                check=non_negative, flag=False)
+  # From the data config: frames carry each note's length, predicted in max_length_steps
+  # classes, and metre columns that the model reads (where each frame falls in its bar).
+  note_lengths: bool = setting(False, "Frames carry note lengths (from --note_lengths).",
+                               flag=False)
+  metre: bool = setting(False, "Frames carry metre columns (from --metre).", flag=False)
+  max_length_steps: int = setting(
+      96, "Note length classes (grid steps) for frames with note lengths; longer notes go "
+      "to the last class.", check=positive)
   # The MIDI pitches the model was trained on (the training data's range, widened by any
   # transposition); set when training starts, 0 = not recorded. Sampling keeps to them.
   pitch_low: int = setting(0, "Lowest trained pitch.", check=non_negative, flag=False)

@@ -4,7 +4,8 @@ A model's output is a `FrameDistribution` (alias `Prediction`) made of one distr
 per part of the frame:
 
   notes     `IndependentNotes` (a Bernoulli per pitch, the study's head) or `NadeNotes`
-            (pitch by pitch from the lowest, each given the pitches below it);
+            (pitch by pitch from the lowest, each given the pitches below it), with a
+            `LengthHead` for each note's length in frames with note lengths;
   duration  `CategoricalDuration` (classes of grid steps) or `LogNormalDuration` (the
             study's regression);
 
@@ -29,20 +30,114 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 # Hidden states the NADE likelihood computes per frame (notes + 1) before it falls back to
 # one per pitch; real frames have at most ~10 onsets (piano) or 4 (chorales).
 NADE_SEGMENTS = 16
+LENGTH_STREAM = 3  # fold_in index of the note lengths' randomness in a frame's key
 
 
 def _allowed_or_all(allowed: jax.Array | None) -> jax.Array:
   return jnp.ones((NUM_NOTES,), bool) if allowed is None else jnp.asarray(allowed, bool)
 
 
+def _inverse_cdf(logits: jax.Array, uniforms: jax.Array) -> jax.Array:
+  """int32[...]: the class whose cumulative probability first exceeds `uniforms` [...]."""
+  cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+  below = jnp.sum(cdf < uniforms[..., None], axis=-1)
+  return jnp.minimum(below, logits.shape[-1] - 1).astype(jnp.int32)
+
+
+def _sounding_order(notes: jax.Array, most: int) -> tuple[jax.Array, jax.Array]:
+  """(int32[..., most] the sounding pitches in ascending order then padding, float32 mask)."""
+  order = jnp.argsort(1.0 - notes, axis=-1, stable=True)[..., :most]
+  return order, jnp.take_along_axis(notes, order, axis=-1)
+
+
+@flax.struct.dataclass
+class LengthHead:
+  """Each sounding note's length class, given the pitch and a hidden pre-activation.
+
+  Class k means (k + 1) / steps_per_quarter quarter notes (longer lengths are the last
+  class). For a note of pitch p whose pre-activation is a (the NADE's state after the
+  notes below it and their lengths, or, with the independent head, one per frame):
+
+    logits = sigmoid(a + w_pitch[p]) @ w_out + pitch_bias[p] + bias.
+
+  bias: float32[..., C] from the model's state; w_pitch: float32[106, H];
+  w_out: float32[H, C]; pitch_bias: float32[106, C]; hidden_bias: float32[..., H], the
+  independent head's pre-activation (None in a NADE); w_len_in: float32[C, H], what a
+  drawn length adds to the NADE's state (None with the independent head).
+  """
+
+  bias: jax.Array
+  w_pitch: jax.Array
+  w_out: jax.Array
+  pitch_bias: jax.Array
+  hidden_bias: jax.Array | None
+  w_len_in: jax.Array | None
+  steps_per_quarter: int = flax.struct.field(pytree_node=False)
+
+  @property
+  def num_classes(self) -> int:
+    return self.w_out.shape[-1]
+
+  def classes(self, quarters: jax.Array) -> jax.Array:
+    return duration_classes(quarters, self.steps_per_quarter, self.num_classes, xp=jnp)
+
+  def quarters(self, classes: jax.Array) -> jax.Array:
+    return jnp.asarray(quarters_of_class(self.steps_per_quarter, self.num_classes))[classes]
+
+  def logits(self, pre: jax.Array, pitches: jax.Array) -> jax.Array:
+    """pre float32[..., K, H], pitches int32[..., K] -> float32[..., K, C]."""
+    hidden = jax.nn.sigmoid(pre + self.w_pitch[pitches])
+    return hidden @ self.w_out + self.pitch_bias[pitches] + self.bias[..., None, :]
+
+  def nll_of(self, logits: jax.Array, classes: jax.Array, on: jax.Array) -> jax.Array:
+    """float32[...]: the summed -log p(class) of the notes that are on."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probs, classes[..., None], axis=-1)[..., 0]
+    return -jnp.sum(jnp.where(on > 0.5, picked, 0.0), axis=-1)
+
+  def independent_nll(self, notes: jax.Array, quarters: jax.Array) -> jax.Array:
+    """float32[...]: -log p(lengths | notes) with one pre-activation per frame."""
+    notes = notes.astype(jnp.float32)
+    classes = self.classes(quarters)
+
+    def by_segments(notes):
+      order, on = _sounding_order(notes, NADE_SEGMENTS - 1)
+      pre = jnp.broadcast_to(self.hidden_bias[..., None, :], order.shape + self.w_pitch.shape[1:])
+      return self.nll_of(self.logits(pre, order), jnp.take_along_axis(classes, order, -1), on)
+
+    def by_pitch(notes):
+      pitches = jnp.broadcast_to(jnp.arange(NUM_NOTES), notes.shape)
+      pre = jnp.broadcast_to(self.hidden_bias[..., None, :], notes.shape + self.w_pitch.shape[1:])
+      return self.nll_of(self.logits(pre, pitches), classes, notes)
+
+    fits = jnp.max(jnp.sum(notes, axis=-1), initial=0.0) < NADE_SEGMENTS
+    return jax.lax.cond(fits, by_segments, by_pitch, notes)
+
+  def independent_draw(self, notes: jax.Array, uniforms: jax.Array,
+                       temperature: float) -> jax.Array:
+    """float32[batch, 106]: a length in quarters for each note on (0 elsewhere)."""
+    pitches = jnp.broadcast_to(jnp.arange(NUM_NOTES), notes.shape)
+    pre = jnp.broadcast_to(self.hidden_bias[:, None, :], notes.shape + self.w_pitch.shape[1:])
+    classes = _inverse_cdf(self.logits(pre, pitches) / temperature, uniforms)
+    return jnp.where(notes > 0.5, self.quarters(classes), 0.0)
+
+
 @flax.struct.dataclass
 class IndependentNotes:
   """One independent Bernoulli per pitch.
 
-  logits: float32[..., 106].
+  logits: float32[..., 106]. lengths: the note lengths' `LengthHead` (frames with note
+  lengths), else None.
   """
 
   logits: jax.Array
+  lengths: LengthHead | None = None
+
+  def scores(self, notes: jax.Array, quarters: jax.Array | None = None):
+    """(conditional logits float32[..., 106], -log p(lengths | notes) float32[...] or None)."""
+    if self.lengths is None:
+      return self.logits, None
+    return self.logits, self.lengths.independent_nll(notes, quarters)
 
   def conditional_logits(self, notes: jax.Array) -> jax.Array:
     """float32[..., 106]: the logit of each pitch (the other pitches do not matter)."""
@@ -74,6 +169,15 @@ class IndependentNotes:
       notes = notes & in_top
     return notes.astype(jnp.float32)
 
+  def draw_with_lengths(self, uniforms: jax.Array, length_uniforms: jax.Array, *,
+                        temperature: float, length_temperature: float = 1.0,
+                        max_polyphony: int = 0, allowed: jax.Array | None = None):
+    """(notes, lengths float32[batch, 106] quarters, 0 where off): `draw`, then a length for
+    each note drawn by inverse CDF of `length_uniforms`."""
+    notes = self.draw(uniforms, temperature=temperature, max_polyphony=max_polyphony,
+                      allowed=allowed)
+    return notes, self.lengths.independent_draw(notes, length_uniforms, length_temperature)
+
 
 @flax.struct.dataclass
 class NadeNotes:
@@ -83,47 +187,73 @@ class NadeNotes:
   sum_{j<i} v_j w_in[j])), with both biases given by the model's state.
 
   visible_bias: float32[..., 106]; hidden_bias: float32[..., H];
-  w_in: float32[106, H]; w_out: float32[H, 106].
+  w_in: float32[106, H]; w_out: float32[H, 106]. lengths: with note lengths, the
+  `LengthHead` that draws each note's length right after its pitch (and whose class then
+  joins the state: every later pitch and length is conditioned on it); else None.
   """
 
   visible_bias: jax.Array
   hidden_bias: jax.Array
   w_in: jax.Array
   w_out: jax.Array
+  lengths: LengthHead | None = None
 
-  def conditional_logits(self, notes: jax.Array) -> jax.Array:
-    """float32[..., 106]: logit of pitch i given the true pitches below it, all at once.
+  def conditional_logits(self, notes: jax.Array, quarters: jax.Array | None = None) -> jax.Array:
+    """float32[..., 106]: logit of pitch i given the true pitches below it (and, with
+    note lengths, their lengths `quarters` [..., 106]), all at once."""
+    return self.scores(notes, quarters)[0]
+
+  def scores(self, notes: jax.Array, quarters: jax.Array | None = None):
+    """(conditional logits float32[..., 106], -log p(lengths | notes) float32[...] or None).
 
     The weight-sharing trick: the hidden pre-activation of pitch i adds up the input
-    weights of the sounding pitches below it, so the exact likelihood costs one pass.
-    That sum only changes after a sounding pitch, so a frame of k notes has k + 1
-    distinct hidden states: they are computed once each (`_by_segments`), which costs
-    (k + 1) / 106 of doing it per pitch. Batches with a frame of SEGMENTS or more notes
-    take the per-pitch pass (`_by_pitch`); both are exact.
+    weights of the sounding pitches below it (with note lengths, plus `w_len_in` of each
+    one's length class), so the exact likelihood costs one pass. That sum only changes
+    after a sounding pitch, so a frame of k notes has k + 1 distinct hidden states: they
+    are computed once each (`_by_segments`), which costs (k + 1) / 106 of doing it per
+    pitch. Batches with a frame of SEGMENTS or more notes take the per-pitch pass
+    (`_by_pitch`); both are exact. A note's length is scored from the state after the
+    notes below it (`LengthHead`), before its own length is added.
     """
     notes = notes.astype(jnp.float32)
+    if self.lengths is None:
+      classes = jnp.zeros(notes.shape, jnp.int32)
+    else:
+      classes = self.lengths.classes(quarters)
     fits = jnp.max(jnp.sum(notes, axis=-1), initial=0.0) < NADE_SEGMENTS
-    return jax.lax.cond(fits, self._by_segments, self._by_pitch, notes)
+    logits, length_nll = jax.lax.cond(fits, self._by_segments, self._by_pitch, notes, classes)
+    return logits, (None if self.lengths is None else length_nll)
 
-  def _by_pitch(self, notes: jax.Array) -> jax.Array:
-    contributions = notes[..., :, None] * self.w_in  # [..., 106, H]
-    below = jnp.cumsum(contributions, axis=-2) - contributions  # pitches j < i
-    hidden = jax.nn.sigmoid(self.hidden_bias[..., None, :] + below)
-    return self.visible_bias + jnp.einsum("...ih,hi->...i", hidden, self.w_out)
+  def _rows(self, pitches: jax.Array, classes: jax.Array) -> jax.Array:
+    """float32[..., K, H]: what each (pitch, length class) adds to the hidden state."""
+    rows = self.w_in[pitches]
+    return rows if self.lengths is None else rows + self.lengths.w_len_in[classes]
 
-  def _by_segments(self, notes: jax.Array) -> jax.Array:
+  def _by_pitch(self, notes: jax.Array, classes: jax.Array):
+    pitches = jnp.broadcast_to(jnp.arange(NUM_NOTES), notes.shape)
+    contributions = notes[..., :, None] * self._rows(pitches, classes)  # [..., 106, H]
+    below = self.hidden_bias[..., None, :] + jnp.cumsum(contributions, axis=-2) - contributions
+    logits = self.visible_bias + jnp.einsum("...ih,hi->...i", jax.nn.sigmoid(below), self.w_out)
+    if self.lengths is None:
+      return logits, jnp.zeros(notes.shape[:-1], jnp.float32)
+    return logits, self.lengths.nll_of(self.lengths.logits(below, pitches), classes, notes)
+
+  def _by_segments(self, notes: jax.Array, classes: jax.Array):
     """Exact for frames of fewer than NADE_SEGMENTS notes."""
-    most = NADE_SEGMENTS - 1
-    # The sounding pitches in ascending order (argsort is stable), then padding.
-    order = jnp.argsort(1.0 - notes, axis=-1, stable=True)[..., :most]
-    sounding = jnp.take_along_axis(notes, order, axis=-1)
-    rows = self.w_in[order] * sounding[..., None]  # [..., most, H]
-    starts = jnp.concatenate([jnp.zeros_like(rows[..., :1, :]), jnp.cumsum(rows, axis=-2)],
-                             axis=-2)  # segment s: the first s sounding pitches added
-    outputs = jax.nn.sigmoid(self.hidden_bias[..., None, :] + starts) @ self.w_out
+    order, sounding = _sounding_order(notes, NADE_SEGMENTS - 1)
+    ordered_classes = jnp.take_along_axis(classes, order, axis=-1)
+    rows = self._rows(order, ordered_classes) * sounding[..., None]  # [..., most, H]
+    starts = self.hidden_bias[..., None, :] + jnp.concatenate(
+        [jnp.zeros_like(rows[..., :1, :]), jnp.cumsum(rows, axis=-2)],
+        axis=-2)  # segment s: the first s sounding pitches added
+    outputs = jax.nn.sigmoid(starts) @ self.w_out
     segment = (jnp.cumsum(notes, axis=-1) - notes).astype(jnp.int32)  # notes below pitch i
     chosen = jnp.take_along_axis(outputs, segment[..., None, :], axis=-2)[..., 0, :]
-    return self.visible_bias + chosen
+    logits = self.visible_bias + chosen
+    if self.lengths is None:
+      return logits, jnp.zeros(notes.shape[:-1], jnp.float32)
+    length_logits = self.lengths.logits(starts[..., :-1, :], order)
+    return logits, self.lengths.nll_of(length_logits, ordered_classes, sounding)
 
   def noise(self, rng: jax.Array) -> jax.Array:
     """The randomness one draw consumes: float32[batch, 106] uniforms, one per pitch."""
@@ -142,32 +272,53 @@ class NadeNotes:
     not once per pitch. With max_polyphony = k > 0 the frame ends after k notes (the
     conditionals truncated); `allowed` bool[106] gives masked pitches probability 0.
     """
+    return self._draw(uniforms, None, temperature, 1.0, max_polyphony, allowed)[0]
+
+  def draw_with_lengths(self, uniforms: jax.Array, length_uniforms: jax.Array, *,
+                        temperature: float, length_temperature: float = 1.0,
+                        max_polyphony: int = 0, allowed: jax.Array | None = None):
+    """(notes float32[batch, 106], lengths float32[batch, 106] quarters, 0 where off): as
+    `draw`, each note's length drawn (by inverse CDF of `length_uniforms`) right after it."""
+    return self._draw(uniforms, length_uniforms, temperature, length_temperature,
+                      max_polyphony, allowed)
+
+  def _draw(self, uniforms, length_uniforms, temperature, length_temperature, max_polyphony,
+            allowed):
     batch = self.visible_bias.shape[0]
     allowed = _allowed_or_all(allowed)
     pitch = jnp.arange(NUM_NOTES)
     limit = max_polyphony if 0 < max_polyphony < NUM_NOTES else NUM_NOTES
+    heads = self.lengths if length_uniforms is not None else None
 
     def cond(state):
       return ~jnp.all(state[3])
 
     def body(state):
-      hidden_in, notes, start, done, count = state
+      hidden_in, notes, start, done, count, lengths = state
       logits = self.visible_bias + jax.nn.sigmoid(hidden_in) @ self.w_out
       on = (uniforms < jax.nn.sigmoid(logits / temperature)) & allowed
       on = on & (pitch >= start[:, None]) & ~done[:, None]
       found = jnp.any(on, axis=-1)
       first = jnp.argmax(on, axis=-1)
-      notes = notes | (on & (pitch == first[:, None]))
-      hidden_in = hidden_in + jnp.where(found[:, None], self.w_in[first], 0.0)
+      chosen = on & (pitch == first[:, None])
+      notes = notes | chosen
+      row = self.w_in[first]
+      if heads is not None:
+        length_logits = heads.logits(hidden_in[:, None, :], first[:, None])[:, 0]
+        u = jnp.take_along_axis(length_uniforms, first[:, None], axis=-1)[:, 0]
+        cls = _inverse_cdf(length_logits / length_temperature, u)
+        lengths = jnp.where(chosen, heads.quarters(cls)[:, None], lengths)
+        row = row + heads.w_len_in[cls]
+      hidden_in = hidden_in + jnp.where(found[:, None], row, 0.0)
       count = count + found
       done = done | ~found | (count >= limit)
-      return hidden_in, notes, first + 1, done, count
+      return hidden_in, notes, first + 1, done, count, lengths
 
     state = (self.hidden_bias.astype(jnp.float32), jnp.zeros((batch, NUM_NOTES), bool),
              jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), bool),
-             jnp.zeros((batch,), jnp.int32))
-    _, notes, _, _, _ = jax.lax.while_loop(cond, body, state)
-    return notes.astype(jnp.float32)
+             jnp.zeros((batch,), jnp.int32), jnp.zeros((batch, NUM_NOTES), jnp.float32))
+    _, notes, _, _, _, lengths = jax.lax.while_loop(cond, body, state)
+    return notes.astype(jnp.float32), lengths
 
 
 @flax.struct.dataclass
@@ -311,10 +462,14 @@ class FrameDistribution:
     `jax.eval_shape`'s abstract predictions too): drawn ahead of the sampling loop."""
     if self.velocity is None:  # two keys, as before dynamics: the same seed, the same music
       notes_rng, duration_rng = jax.random.split(rng)
-      return {"notes": self.notes.noise(notes_rng), "duration": self.duration.noise(duration_rng)}
-    notes_rng, duration_rng, velocity_rng = jax.random.split(rng, 3)
-    return {"notes": self.notes.noise(notes_rng), "duration": self.duration.noise(duration_rng),
-            "velocity": self.velocity.noise(velocity_rng)}
+      noise = {"notes": self.notes.noise(notes_rng), "duration": self.duration.noise(duration_rng)}
+    else:
+      notes_rng, duration_rng, velocity_rng = jax.random.split(rng, 3)
+      noise = {"notes": self.notes.noise(notes_rng), "duration": self.duration.noise(duration_rng),
+               "velocity": self.velocity.noise(velocity_rng)}
+    if self.notes.lengths is not None:  # a key of its own: the other parts' draws unchanged
+      noise["lengths"] = self.notes.noise(jax.random.fold_in(rng, LENGTH_STREAM))
+    return noise
 
 
 Prediction = FrameDistribution

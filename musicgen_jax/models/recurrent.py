@@ -127,7 +127,7 @@ class CausalRecurrent(nn.Module):
 
   def hidden(self, frames, carry, train: bool = False):
     """frames float[batch, time, 107], carry -> (h float[batch, time, hidden], carry)."""
-    x = input_features(frames).astype(compute_dtype(self.cfg))
+    x = input_features(frames, self.cfg.steps_per_quarter).astype(compute_dtype(self.cfg))
     carries = []
     for layer in range(self.cfg.num_layers):
       layer_carry, x = getattr(self, f"layer_{layer}")(x, carry[layer])
@@ -226,7 +226,7 @@ class BidirectionalLSTM(nn.Module):
     lengths = (jnp.full((batch,), time, jnp.int32) if lengths is None else
                jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (batch,)))
     zeros = jnp.zeros((batch, self.cfg.hidden_size), jnp.float32)
-    x = input_features(frames).astype(compute_dtype(self.cfg))
+    x = input_features(frames, self.cfg.steps_per_quarter).astype(compute_dtype(self.cfg))
     for layer in range(self.cfg.num_layers):
       _, forward = getattr(self, f"layer_{layer}_forward")(x, (zeros, zeros))
       _, backward = getattr(self, f"layer_{layer}_backward")(_reverse_valid(x, lengths),

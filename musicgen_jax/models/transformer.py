@@ -301,7 +301,8 @@ class Transformer(nn.Module):
     """
     del lengths
     check_frames(frames, self.cfg)
-    x = self.embed(input_features(frames).astype(compute_dtype(self.cfg)))
+    features = input_features(frames, self.cfg.steps_per_quarter)
+    x = self.embed(features.astype(compute_dtype(self.cfg)))
     x = self.embed_dropout(x, deterministic=not train)
     for block in self.blocks:
       x = block(x, train=train)
@@ -317,7 +318,8 @@ class Transformer(nn.Module):
     Returns:
       FrameDistribution with fields [batch, ...] (the next frame) and the updated cache.
     """
-    x = self.embed(input_features(frame[:, None, :]).astype(compute_dtype(self.cfg)))
+    features = input_features(frame[:, None, :], self.cfg.steps_per_quarter)
+    x = self.embed(features.astype(compute_dtype(self.cfg)))
     keys, values = cache.keys, cache.values
     for layer, block in enumerate(self.blocks):
       x, keys, values = block.decode(x, keys, values, layer, cache.position)
