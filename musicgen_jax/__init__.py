@@ -1,7 +1,7 @@
 """musicgen-jax: symbolic music generation with JAX and Flax.
 
-The 107-dim frame codec is re-exported here; models, training, sampling and
-evaluation live in their own modules (`musicgen_jax.<name>`).
+The frame codec (the study's 107-dim frame and its parts) is re-exported here; models,
+training, sampling and evaluation live in their own modules (`musicgen_jax.<name>`).
 """
 
 from musicgen_jax.encoding import (

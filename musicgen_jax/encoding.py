@@ -1,9 +1,21 @@
-"""The 107-dim frame: constants, notes <-> frames, frames <-> MIDI.
+"""The frame: constants, notes <-> frames, frames <-> MIDI.
 
-A frame is one onset: `frame[i] = 1.0` when MIDI pitch `LOWEST_PITCH + i`
-starts there (i in 0..105, pitches 21..126), and `frame[DURATION_INDEX]` is a
-duration in quarter notes (tempo-independent). Onsets and note ends are
-quantised to a grid of `steps_per_quarter` steps per quarter note.
+A frame is one onset. Its parts (`FrameLayout` is their one description):
+
+  notes     columns 0..105: `frame[i] = 1.0` when MIDI pitch `LOWEST_PITCH + i` starts there
+            (pitches 21..126).
+  duration  column 106 (`DURATION_INDEX`): the time to the next onset in quarter notes
+            (tempo-independent).
+  velocity  optional, 1 column: the onset's mean MIDI velocity (1..127; 0 for a rest).
+  lengths   optional, 106 columns: each starting note's own length in quarter notes.
+  metre     optional, 2 columns, never stored: where the frame starts in its bar and the
+            bar's length (quarters), derived when pieces load (`add_metre`).
+
+The functions here default to the study's 107-dim frame (notes and duration, notes cut at
+the next onset, pedal ignored). New training runs use `DataConfig`'s defaults instead: note
+lengths, the sustain pedal applied (`sustain_pedal="apply"`: a pedalled note sounds until
+the pedal lifts or its pitch is struck again) and metre, 215 columns (216 with velocity).
+Onsets and note ends are quantised to a grid of `steps_per_quarter` steps per quarter note.
 
 Duration modes:
   "ioi" (default): a frame lasts until the next onset. Where nothing sounds for
@@ -17,13 +29,12 @@ Duration modes:
     plays frames back to back (the seed study's encoding; it loses onset
     timing where notes overlap).
 
-Note lengths (`note_lengths=True`, "ioi" mode): frames gain 106 columns, the length of
-each note that starts there, so a note sounds for its own length, held across later
-onsets or ending between them, instead of being cut at the next onset (which loses about a
-quarter of real piano music's sounding time). A pitch struck again while it sounds ends
-the earlier note there (`cut_at_restrike`). Exact both ways: MIDI -> frames -> MIDI keeps
-every in-range note's quantised (onset, pitch, end), so cut, and frames -> MIDI -> frames
-is the identity. `FrameLayout` describes the parts (notes, duration, velocity, lengths).
+Note lengths (`note_lengths=True`, "ioi" mode): a note sounds for its own length, held
+across later onsets or ending between them, instead of being cut at the next onset (which
+keeps a median 71% of real piano music's sounding time). A pitch struck again while it
+sounds ends the earlier note there (`cut_at_restrike`). Exact both ways: MIDI -> frames ->
+MIDI keeps every in-range note's quantised (onset, pitch, end), so cut, and frames -> MIDI
+-> frames is the identity.
 """
 
 from __future__ import annotations
@@ -312,7 +323,7 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
   quantising, 'ignore' keeps them as written.
 
   Returns:
-    (frames float32[T, 107] ([T, 108] with_velocity), EncodeStats).
+    (frames float32[T, F] as `notes_to_frames` gives them, EncodeStats).
   Raises:
     MidiError: the file is unreadable or invalid; the message names it.
   """
@@ -364,8 +375,9 @@ def midi_to_frames(source: MidiSource, *, steps_per_quarter: int = 12,
   """Encodes a MIDI file (a path, bytes or a mido.MidiFile) as frames.
 
   Returns:
-    float32[T, 107] ([T, 108] with_velocity: the onset's mean velocity last); a file
-    with no in-range notes gives an empty [0, 107] array (not an error). Use
+    float32[T, F], F = 107 (notes, duration), + 1 with_velocity (the onset's mean
+    velocity), + 106 with note_lengths (`FrameLayout` gives the columns); a file with no
+    in-range notes gives an empty [0, F] array (not an error). Use
     `encode_midi` to read how many notes were dropped.
   Raises:
     MidiError: the file is unreadable or invalid; the message names it.
@@ -495,10 +507,13 @@ def frames_to_midi(frames: np.ndarray, *, tempo_bpm: float = 120.0, velocity: in
                    steps_per_quarter: int = 12, duration_mode: str = "ioi",
                    ticks_per_beat: int = 480,
                    time_signature: str | None = None) -> mido.MidiFile:
-  """Decodes frames float32[T, 107] into a type-0 mido.MidiFile (piano, channel 1).
+  """Decodes frames float32[T, F] (any `FrameLayout`) into a type-0 mido.MidiFile (piano,
+  channel 1).
 
-  Frames with a velocity column ([T, 108]) play each onset at its velocity (rounded,
-  1..127); otherwise every note has `velocity`. Both duration modes decode alike;
+  Frames with note lengths play each note for its own length, others until the next onset;
+  metre columns are ignored (`time_signature` writes the bar). Frames with a velocity
+  column play each onset at its velocity (rounded, 1..127); otherwise every note has
+  `velocity`. Both duration modes decode alike;
   `duration_mode` is accepted (and checked) so that callers can pass the mode the
   frames were encoded with.
   """

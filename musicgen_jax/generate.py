@@ -91,7 +91,7 @@ class GenerateConfig(Settings):
 class Prime:
   """The frames every sample starts with, and where they came from.
 
-  frames: float32[prime_frames, 107].
+  frames: float32[prime_frames, F] (F: the model's frame width, `FrameLayout`).
   source: JSON-able description: {"kind": "midi", "path": ...} or
     {"kind": "dataset", "split": ..., "piece_index": ..., "piece_name": ...}.
   tempo_bpm, time_signature: the source's (what the samples are written with by default).
@@ -107,7 +107,7 @@ class Prime:
 class SampleResult:
   """What `sample_workdir` wrote and measured.
 
-  frames: float32[num_samples, prime_frames + num_frames, 107], the prime first.
+  frames: float32[num_samples, prime_frames + num_frames, F], the prime first.
   midi_paths, json_paths: one per sample; png_paths, audio_paths: one per sample, or
     empty (no matplotlib / no audio). page_path: O/index.html, to listen in a browser.
   record: the settings and measurements shared by every sample's JSON.
@@ -136,12 +136,7 @@ def _prime_from_midi(config: RunConfig, path: str) -> tuple[np.ndarray, dict, st
     raise FileNotFoundError(f"--prime_midi={path} does not exist; give a MIDI file")
   data = config.data
   try:
-    frames, stats = encode_midi(path, steps_per_quarter=data.steps_per_quarter,
-                                duration_mode=data.duration_mode,
-                                include_drums=data.include_drums,
-                                with_velocity=data.velocity_bins > 0,
-                                note_lengths=data.note_lengths,
-                                sustain_pedal=data.sustain_pedal, reader=data.midi_reader)
+    frames, stats = encode_midi(path, **data.encoding_settings)
   except MidiError as e:
     raise MidiError(f"{e}; give a readable MIDI file as --prime_midi") from e
   if data.metre:
@@ -194,7 +189,7 @@ def load_prime(config: RunConfig, job: GenerateConfig, dataset: Any = None) -> P
 
 @functools.lru_cache(maxsize=8)
 def model_sampler(model_cfg: ModelConfig, settings: sampling.SampleSettings):
-  """A jitted `sampler(carry, prime, rng, allowed, params) -> float32[batch, P + N, 107]`."""
+  """A jitted `sampler(carry, prime, rng, allowed, params) -> float32[batch, P + N, F]`."""
 
   def step_fn(frame, carry, params):
     return decode_step(model_cfg, params, frame, carry)
@@ -205,10 +200,10 @@ def model_sampler(model_cfg: ModelConfig, settings: sampling.SampleSettings):
 def sample_frames(model_cfg: ModelConfig, params, prime: np.ndarray,
                   settings: sampling.SampleSettings, num_samples: int, seed: int,
                   allowed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-  """Generates `num_samples` continuations of one prime float32[P, 107] in one batch.
+  """Generates `num_samples` continuations of one prime float32[P, F] in one batch.
 
   Returns:
-    (float32[B, P + N, 107], timing {"compile_seconds", "sample_seconds",
+    (float32[B, P + N, F], timing {"compile_seconds", "sample_seconds",
     "frames_per_s"}), frames/s counting generated frames of all samples over the
     compiled call alone (prime consumption included, compilation excluded).
   """

@@ -79,7 +79,7 @@ def loss_and_metrics(pred: FrameDistribution, targets: jax.Array,
 
   Args:
     pred: the predicted distribution, fields [..., ...].
-    targets: float32[..., 107].
+    targets: float32[..., F] (the model's `FrameLayout`).
     mask: float32[...] weight per predicted frame (0 for padding).
 
   Returns:

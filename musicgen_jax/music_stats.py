@@ -1,7 +1,8 @@
 """Music statistics of pieces, and generated-vs-real comparison (Yang & Lerch 2018).
 
-A piece is <float32>[T, 107] frames: notes 0/1 in columns 0..105 (MIDI pitch
-21 + index), the duration in quarter notes in column 106.
+A piece is <float32>[T, F] frames (any `encoding.FrameLayout`): notes 0/1 in columns 0..105
+(MIDI pitch 21 + index), the duration in quarter notes in column 106; the statistics read
+those two parts.
 
 Per piece (`piece_features`) and pooled over a set (`set_statistics`):
 
@@ -207,6 +208,24 @@ def onset_positions(pieces: Sequence, steps_per_quarter: int = 12,
   return counts / max(int(counts.sum()), 1)
 
 
+def sounding_at_onsets(pieces: Sequence, steps_per_quarter: int = 12, skip: int = 0) -> float:
+  """Mean number of notes sounding at an onset: those struck there and those still held
+  from before (frames with note lengths hold notes across onsets; the study's frame never
+  does). Over every frame with notes after each piece's first `skip` frames."""
+  sounding, counted = 0, 0
+  for piece in pieces:
+    frames = _frames(piece)
+    onsets, ends, _ = encoding.frames_to_notes(frames, steps_per_quarter=steps_per_quarter)
+    starts = encoding.frame_steps(frames, steps_per_quarter)[:-1]
+    struck = (frames[:, :encoding.NUM_NOTES] > 0.5).any(axis=1)
+    struck[:skip] = False
+    times = starts[struck]
+    # notes sounding at time t: onset <= t < end
+    sounding += int(((onsets[None, :] <= times[:, None]) & (times[:, None] < ends[None, :])).sum())
+    counted += len(times)
+  return sounding / max(counted, 1)
+
+
 def total_variation(p: Sequence[float], q: Sequence[float]) -> float:
   """Half the L1 distance between two histograms: 0 alike, 1 disjoint."""
   return 0.5 * float(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)).sum())
@@ -216,7 +235,7 @@ def piece_features(piece, *, steps_per_quarter: int = 12, max_duration_steps: in
   """The features of one piece (see the module docstring); nan where undefined.
 
   Args:
-    piece: <float32>[T, 107] frames (or a Piece with .frames).
+    piece: <float32>[T, F] frames (or a Piece with .frames).
     steps_per_quarter: the grid; duration class k means k / steps_per_quarter.
     max_duration_steps: duration classes; longer durations go in the last.
   """
@@ -332,7 +351,7 @@ def compare_sets(generated: Sequence, real: Sequence, *, steps_per_quarter: int 
   """Generated vs real pieces, feature by feature.
 
   Args:
-    generated: <float32>[T, 107] pieces (or Pieces).
+    generated: <float32>[T, F] pieces (or Pieces).
     real: the reference pieces (e.g. the test split).
     steps_per_quarter, max_duration_steps: the duration classes.
     segment_frames: cut the real pieces into excerpts of this many frames before

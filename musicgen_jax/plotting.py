@@ -39,7 +39,8 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
   frames) is shaded and its notes drawn in grey; generated notes are blue.
 
   Args:
-    frames: float32[T, 107] frames ([T, 108] with velocity: opacity follows it).
+    frames: float32[T, F] frames (any `FrameLayout`: notes with lengths are drawn for
+      their own length; with velocity, opacity follows it).
     path: where the PNG goes (its folder must exist).
     title: the figure title.
     prime_frames: how many leading frames were given rather than generated (0 = none).
@@ -50,7 +51,7 @@ def piano_roll(frames: np.ndarray, path: str, *, title: str | None = None,
 
   Raises:
     ImportError: matplotlib is not installed (see `available()`).
-    ValueError: frames are not [T, 107] or prime_frames is out of 0..T.
+    ValueError: frames are not [T, F] or prime_frames is out of 0..T.
   """
   frames = np.asarray(frames, np.float32)
   layout = frame_layout(frames)

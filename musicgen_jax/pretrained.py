@@ -11,7 +11,10 @@ against the current model code's parameter shapes, so a model change cannot sile
 break a shipped model.
 
     python -m musicgen_jax.pretrained --workdir=W --name=NAME --prime_midi=F \
-        --description=... --source=... --licence=...       # writes a new model folder
+        --description=... --source=... --licence=... [--prime_frames=N]  # a new model folder
+
+Wherever a model's name is taken (`--pretrained`), the path of a model folder written
+elsewhere (`export(..., models_dir=D)`, or an earlier version's) works too.
 """
 
 from __future__ import annotations
@@ -41,9 +44,13 @@ def names() -> list[str]:
 
 
 def model_dir(name: str) -> str:
+  """The folder of a shipped model, by name; or `name` itself when it is the path of a
+  model folder (as `export` writes one elsewhere)."""
+  if os.sep in name and os.path.isfile(os.path.join(name, "info.json")):
+    return name
   if name not in names():
     raise ValueError(f"no pretrained model {name!r}; choose one of {', '.join(names())} "
-                     "(--pretrained=list describes them)")
+                     "(--pretrained=list describes them), or give the path of a model folder")
   return os.path.join(MODELS_DIR, name)
 
 
@@ -88,9 +95,26 @@ def load(name: str) -> workdir_lib.TrainedRun:
                                 workdir=folder)
 
 
+def write_prime(config: RunConfig, source_midi: str, frames: int, path: str) -> None:
+  """The first `frames` frames of `source_midi`, encoded with the run's frame (note lengths,
+  pedal, velocity as it was trained) and decoded to MIDI at the file's tempo and metre."""
+  from musicgen_jax import encoding  # pylint: disable=g-import-not-at-top
+  encoded, stats = encoding.encode_midi(source_midi, **config.data.encoding_settings)
+  if len(encoded) < frames:
+    raise ValueError(f"{source_midi} has {len(encoded)} frames, fewer than --prime_frames="
+                     f"{frames}")
+  encoding.frames_to_midi(encoded[:frames], tempo_bpm=stats.tempo_bpm,
+                          steps_per_quarter=config.data.steps_per_quarter,
+                          time_signature=stats.time_signature).save(path)
+
+
 def export(workdir: str, name: str, prime_midi: str, described: dict,
-           models_dir: str = MODELS_DIR) -> str:
-  """Writes W's best checkpoint as a shipped model; returns its folder."""
+           models_dir: str = MODELS_DIR, prime_frames: int = 0) -> str:
+  """Writes W's best checkpoint as a shipped model; returns its folder.
+
+  prime_midi is shipped as prime.mid as it is, or (prime_frames > 0) its first prime_frames
+  frames as the model reads them (`write_prime`).
+  """
   from musicgen_jax import evaluate  # pylint: disable=g-import-not-at-top
   from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
   run = workdir_lib.load_run(workdir)
@@ -99,7 +123,10 @@ def export(workdir: str, name: str, prime_midi: str, described: dict,
   run.config.save(folder)
   np.savez_compressed(os.path.join(folder, "params.npz"),
                       **{k: np.asarray(v) for k, v in _flatten(run.params).items()})
-  shutil.copy(prime_midi, os.path.join(folder, "prime.mid"))
+  if prime_frames:
+    write_prime(run.config, prime_midi, prime_frames, os.path.join(folder, "prime.mid"))
+  else:
+    shutil.copy(prime_midi, os.path.join(folder, "prime.mid"))
   test = evaluate.evaluate_pieces(run.config.model, run.params,
                                   load_dataset(run.config.data)["test"])
   described = dict(described, name=name, step=run.step, model=run.config.model.model,
@@ -108,6 +135,8 @@ def export(workdir: str, name: str, prime_midi: str, described: dict,
                    num_params=int(sum(np.size(x) for x in jax.tree.leaves(run.params))))
   if run.config.model.velocity_bins:
     described["test_nll_velocity"] = round(test["nll_velocity"], 4)
+  if run.config.model.note_lengths:
+    described["test_nll_length"] = round(test["nll_length"], 4)
   with open(os.path.join(folder, "info.json"), "w") as f:
     json.dump(described, f, indent=2)
     f.write("\n")
@@ -136,13 +165,17 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       ("source", "Where its training music comes from."),
       ("licence", "The licence of that music.")):
     flags.DEFINE_string(name, None, help_text, flag_values=flag_values)
+  flags.DEFINE_integer("prime_frames", 0, "Ship only the first this many frames of "
+                       "--prime_midi, as the model reads them (0: the file as it is).",
+                       lower_bound=0, flag_values=flag_values)
 
 
 def main(flag_values: flags.FlagValues) -> None:
   cli.require(flag_values, "workdir", "name", "prime_midi", "description", "source", "licence")
   folder = export(flag_values.workdir, flag_values.name, flag_values.prime_midi,
-                  {k: flag_values[k].value for k in ("description", "source", "licence")})
-  print(json.dumps(info(os.path.basename(folder))))
+                  {k: flag_values[k].value for k in ("description", "source", "licence")},
+                  prime_frames=flag_values.prime_frames)
+  print(json.dumps(info(folder)))
 
 
 def run():

@@ -29,7 +29,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string("workdir", None, "Training workdir holding config.json and checkpoints/.",
                       flag_values=flag_values)
   flags.DEFINE_string("pretrained", None, "Instead of --workdir: a model shipped in the "
-                      "package ('list' lists them).", flag_values=flag_values)
+                      "package ('list' lists them), or the path of a model folder.", flag_values=flag_values)
   flags.DEFINE_string("out_dir", None, "Folder for sample_000.mid, .json and .png, ...",
                       flag_values=flag_values)
   flags.DEFINE_bool("overwrite", False, "Replace the samples already in --out_dir.",

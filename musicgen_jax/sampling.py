@@ -2,7 +2,7 @@
 
 The sampler drives any step function
 
-  step_fn(frame: float32[batch, 107], carry, *step_args) -> (FrameDistribution, carry)
+  step_fn(frame: float32[batch, F], carry, *step_args) -> (FrameDistribution, carry)
 
 whose prediction (fields [batch, ...], see `musicgen_jax.models.FrameDistribution`) is
 for the frame after `frame`; the prediction samples itself (`notes.sample`,
@@ -13,7 +13,7 @@ so that they are not compiled in as constants) are passed through as `step_args`
 
     settings = SampleSettings(num_frames=512, temperature=0.9)
     sampler = make_sampler(step_fn, settings)          # compiled once per input shapes
-    frames = sampler(carry, prime, jax.random.key(0), allowed)  # [batch, P + 512, 107]
+    frames = sampler(carry, prime, jax.random.key(0), allowed)  # [batch, P + 512, F]
 
 Randomness: generated frame i (0-based) uses `jax.random.fold_in(rng, i)`, split once
 into a key for the notes and one for the duration; the same seed, settings and inputs
@@ -126,24 +126,24 @@ def generate(step_fn: StepFn, carry: Any, prime: jax.Array, rng: jax.Array,
   or use `make_sampler`.
 
   Args:
-    step_fn: `step_fn(frame float32[batch, 107], carry, *step_args) -> (prediction,
+    step_fn: `step_fn(frame float32[batch, F], carry, *step_args) -> (prediction,
       carry)`; the carry keeps its structure, shapes and dtypes.
     carry: the model's initial carry for this batch.
-    prime: float32[batch, P, 107] with P >= 1: the frames that start every sample.
+    prime: float32[batch, P, F] with P >= 1: the frames that start every sample.
     rng: a PRNG key.
     settings: the `SampleSettings`.
     *step_args: passed on to every `step_fn` call (e.g. the model's parameters).
     allowed: optional bool[106], the pitches that may be sampled.
 
   Returns:
-    float32[batch, P + num_frames, 107]: the prime followed by the sampled frames.
+    float32[batch, P + num_frames, F]: the prime followed by the sampled frames.
   """
   prime = jnp.asarray(prime, jnp.float32)
   frame_layout(prime.shape, "prime", "batch, P")
   if prime.shape[1] < 1:
     raise ValueError(f"the prime needs at least one frame, got shape {prime.shape}")
   step = lambda frame, carry: step_fn(frame, carry, *step_args)
-  prime_t = jnp.swapaxes(prime, 0, 1)  # [P, batch, 107]
+  prime_t = jnp.swapaxes(prime, 0, 1)  # [P, batch, F]
 
   def consume(carry, frame):
     _, carry = step(frame, carry)
@@ -193,7 +193,7 @@ def _sample_after(step, carry, frame, rng, settings: SampleSettings, allowed) ->
 
 
 def make_sampler(step_fn: StepFn, settings: SampleSettings) -> Callable[..., jax.Array]:
-  """A jitted `sampler(carry, prime, rng, allowed, *step_args) -> [batch, P + N, 107]`.
+  """A jitted `sampler(carry, prime, rng, allowed, *step_args) -> [batch, P + N, F]`.
 
   Same as `generate(step_fn, carry, prime, rng, settings, *step_args, allowed=allowed)`
   (`allowed` may be None); it compiles once per input shapes and dtypes. Pass large

@@ -130,3 +130,28 @@ def test_segments_and_midi_folder_round_trip(tmp_path):
   assert report["generated"]["num_frames"] == 60
   with pytest.raises(FileNotFoundError, match="no .mid"):
     music_stats.compare_midi_dir(str(tmp_path / "missing"), real)
+
+
+def test_onset_positions_and_their_distance():
+  # onsets at steps 0, 4, 6 (a rest frame starts at 6: not counted), 8, 9 on a grid of 4
+  frames = piece(((60,), 1.0), ((62,), 0.5), ((), 0.5), ((64,), 0.25), ((65,), 1.0))
+  np.testing.assert_allclose(music_stats.onset_positions([frames], 4), [0.75, 0.25, 0, 0])
+  np.testing.assert_allclose(music_stats.onset_positions([frames], 4, skip=3), [0.5, 0.5, 0, 0])
+  assert music_stats.total_variation([0.75, 0.25], [0.75, 0.25]) == 0
+  assert music_stats.total_variation([1, 0], [0, 1]) == 1
+  assert music_stats.total_variation([0.75, 0.25, 0], [0.5, 0.25, 0.25]) == pytest.approx(0.25)
+
+
+def test_sounding_at_onsets_counts_held_notes():
+  from musicgen_jax.encoding import FrameLayout  # pylint: disable=g-import-not-at-top
+  # a bass note held for two quarters under two melody notes one quarter each
+  cut = piece(((48, 60), 1.0), ((62,), 1.0))
+  assert music_stats.sounding_at_onsets([cut], 4) == pytest.approx(1.5)  # (2 + 1) / 2
+  layout = FrameLayout(lengths=True)
+  held = np.zeros((2, layout.width), np.float32)
+  held[:, :FRAME_DIM] = cut
+  held[0, layout.length_columns.start + 48 - LOWEST_PITCH] = 2.0
+  held[0, layout.length_columns.start + 60 - LOWEST_PITCH] = 1.0
+  held[1, layout.length_columns.start + 62 - LOWEST_PITCH] = 1.0
+  assert music_stats.sounding_at_onsets([held], 4) == pytest.approx(2.0)  # (2 + 2) / 2
+  assert music_stats.sounding_at_onsets([held], 4, skip=1) == pytest.approx(2.0)

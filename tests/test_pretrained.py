@@ -11,7 +11,7 @@ import pytest
 
 from musicgen_jax import generate, pretrained, train
 from musicgen_jax import workdir as workdir_lib
-from musicgen_jax.encoding import FRAME_DIM, encode_midi, frames_to_midi, midi_to_frames
+from musicgen_jax.encoding import frame_layout, frames_to_midi, midi_to_frames
 from toy import toy_config, toy_dataset, toy_frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,8 +45,27 @@ def test_an_exported_model_loads_the_best_parameters(exported, monkeypatch):
   jax.tree.map(np.testing.assert_array_equal, run.params, original.params)
   described = pretrained.info("toy")
   assert np.isfinite(described["test_nll"]) and described["size_bytes"] > 0
+  by_path = pretrained.load(str(models / "toy"))  # a model folder by its path: the same model
+  assert by_path.config == run.config and pretrained.info(str(models / "toy")) == described
+  jax.tree.map(np.testing.assert_array_equal, by_path.params, run.params)
+  with pytest.raises(ValueError, match="path of a model folder"):
+    pretrained.load(str(models / "nothing"))
   with np.load(os.path.join(models, "toy", "params.npz"), allow_pickle=False) as z:
     assert all(z[k].dtype == np.float32 for k in z.files)  # plain arrays, never pickle
+
+
+def test_export_can_ship_the_first_frames_of_a_prime(exported, tmp_path):
+  workdir, models = exported
+  source = str(tmp_path / "long.mid")
+  frames_to_midi(toy_frames(3, 20)).save(source)
+  config = workdir_lib.load_run(workdir).config
+  pretrained.write_prime(config, source, 6, str(tmp_path / "prime.mid"))
+  shipped = generate.load_prime(config, generate.GenerateConfig(
+      prime_midi=str(tmp_path / "prime.mid"), prime_frames=6)).frames
+  whole = generate.load_prime(config, generate.GenerateConfig(prime_midi=source,
+                                                              prime_frames=20)).frames
+  assert len(midi_to_frames(str(tmp_path / "prime.mid"))) == 6
+  np.testing.assert_array_equal(shipped, whole[:6])
 
 
 def test_a_changed_model_is_refused(exported, monkeypatch, tmp_path):
@@ -76,15 +95,20 @@ def test_each_shipped_model_fits_the_code_and_samples(name, tmp_path):
     assert described[key]
   result = generate.sample_pretrained(name, str(tmp_path), num_frames=32, num_samples=2,
                                       plot=False, audio="none")
-  dynamics = run.config.model.velocity_bins > 0  # the piano model plays velocities
-  prime, _ = encode_midi(pretrained.prime_path(name), with_velocity=dynamics)
-  assert result.frames.shape == (2, 10 + 32, FRAME_DIM + dynamics)
-  np.testing.assert_array_equal(result.frames[:, :10, :FRAME_DIM],
-                                np.broadcast_to(prime[:10, :FRAME_DIM], (2, 10, FRAME_DIM)))
-  if dynamics:  # the prime's velocities stay within a bin; the continuation has some
+  layout = frame_layout(result.frames, dims="batch, T")
+  prime = generate.load_prime(run.config, generate.GenerateConfig(
+      prime_midi=pretrained.prime_path(name), prime_frames=10)).frames  # its own frame
+  assert result.frames.shape == (2, 10 + 32, layout.width) and prime.shape[1] == layout.width
+  assert layout.lengths and layout.metre  # the shipped models hold notes and read the metre
+  exact = np.ones(layout.width, bool)
+  if layout.velocity:  # the piano model plays velocities: the prime's stay within a bin
+    exact[layout.velocity_index] = False
     bin_width = 127 / run.config.model.velocity_bins
-    assert np.abs(result.frames[:, :10, FRAME_DIM] - prime[:10, FRAME_DIM]).max() <= bin_width
-    assert result.frames[:, 10:, FRAME_DIM].max() > 0
+    played = result.frames[:, :10, layout.velocity_index]
+    assert np.abs(played - prime[:, layout.velocity_index]).max() <= bin_width
+    assert result.frames[:, 10:, layout.velocity_index].max() > 0
+  np.testing.assert_array_equal(result.frames[:, :10, exact],
+                                np.broadcast_to(prime[:, exact], (2, 10, exact.sum())))
   for path in result.midi_paths:
     assert len(midi_to_frames(path)) >= 10
   assert run.config.model.pitch_high > 0

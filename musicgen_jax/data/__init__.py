@@ -3,7 +3,7 @@
     cfg = DataConfig(dataset="midi_dir", data_dir="midi/")
     ds = load_dataset(cfg)                      # ds.train, ds.valid, ds.test
     batches = WindowBatches(ds.train, seq_len=48, global_batch_size=64, seed=0)
-    frames = batches.batch(step)                # float32[64, 49, 107]
+    frames = batches.batch(step)                # float32[64, 49, F]
 """
 
 from musicgen_jax.data.batches import StreamBatches, WindowBatches

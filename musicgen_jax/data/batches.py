@@ -6,7 +6,7 @@ process of a multi-process run takes its own rows of the same global batch: the 
 plan (a few integers per row) is drawn on every process, and only the local rows are
 gathered. `train_batch(step)` gives what the train step reads:
 
-  frames  float32[rows, window + 1, 107]  inputs and the shifted targets
+  frames  float32[rows, window + 1, F]  inputs and the shifted targets
   mask    float32[rows, window]           1 where the target is real (0 past a piece's end)
   reset   bool[rows]                      the row starts a piece (a carried state restarts)
 """
@@ -149,7 +149,7 @@ class WindowBatches:
     self._time = np.arange(self.window, dtype=np.int64)
 
   def batch(self, step: int) -> np.ndarray:
-    """This process's rows of global batch `step`: float32[local rows, seq_len + 1, 107].
+    """This process's rows of global batch `step`: float32[local rows, seq_len + 1, F].
 
     Process p gets rows [p * n, (p + 1) * n) of the global batch.
     """

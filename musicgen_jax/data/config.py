@@ -116,7 +116,8 @@ class DataConfig(Settings):
 
   @property
   def encoding_settings(self) -> dict:
-    """The settings that change the encoded frames (part of the cache key)."""
+    """The settings that change the encoded frames: `encoding.encode_midi`'s keyword
+    arguments, and part of the cache key."""
     return {
         "steps_per_quarter": self.steps_per_quarter,
         "duration_mode": self.duration_mode,

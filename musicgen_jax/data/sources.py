@@ -71,7 +71,8 @@ class SparsePiece:
 
   @classmethod
   def from_frames(cls, frames: np.ndarray, stats: dict) -> "SparsePiece":
-    """Takes <float32>[T, 107] frames (notes 0/1, duration; a velocity column last)."""
+    """Takes <float32>[T, F] frames (notes 0/1, duration; velocity and lengths where
+    `FrameLayout` places them)."""
     layout = encoding.frame_layout(frames)
     rows, pitches = np.nonzero(frames[:, layout.notes])
     velocities = lengths = None

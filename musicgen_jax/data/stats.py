@@ -14,7 +14,7 @@ DURATION_BIN_LABELS = ("<= 1/8", "1/8 - 1/4", "1/4 - 1/2", "1/2 - 1", "1 - 2",
 
 
 def dataset_statistics(pieces: Sequence) -> dict:
-  """Statistics of pieces (Pieces with .frames, or <float32>[T, 107] arrays).
+  """Statistics of pieces (Pieces with .frames, or <float32>[T, F] arrays).
 
   Returns:
     A JSON-ready dict: num_pieces, num_frames, num_notes, num_empty_frames,

@@ -73,7 +73,8 @@ def metre_features(frames: jax.Array, layout: FrameLayout, steps_per_quarter: in
   position, bar = (frames[..., layout.metre_columns.start + i] for i in range(2))
   duration = frames[..., layout.duration_index]
   bar_steps = jnp.maximum(jnp.round(bar * steps_per_quarter), 1.0)
-  step = jnp.mod(jnp.round((position + duration) * steps_per_quarter), bar_steps)
+  step = jnp.mod(jnp.round((position + duration) * steps_per_quarter),
+                 bar_steps).astype(jnp.int32)
   within = jax.nn.one_hot(jnp.mod(step, steps_per_quarter), steps_per_quarter)
   quarter = jax.nn.one_hot(jnp.minimum(step // steps_per_quarter, BAR_QUARTERS - 1),
                            BAR_QUARTERS)

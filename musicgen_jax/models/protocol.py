@@ -2,8 +2,8 @@
 
 A model module (see `registry`) is a flax.linen Module with
 
-  __call__(frames [batch, time, 107], *, train, lengths) -> FrameDistribution
-  decode(frame [batch, 107], carry) -> (FrameDistribution [batch], carry)
+  __call__(frames [batch, time, F], *, train, lengths) -> FrameDistribution
+  decode(frame [batch, F], carry) -> (FrameDistribution [batch], carry)
 
 and the class-level answers
 
@@ -55,7 +55,7 @@ class Context:
 class FrameWindow:
   """A windowed model's decoding state: the last frames seen.
 
-  frames: float32[batch, capacity, 107], the valid frames first (right padded).
+  frames: float32[batch, capacity, F], the valid frames first (right padded).
   length: int32[] how many leading frames are valid (0..capacity).
   """
 
