@@ -198,6 +198,9 @@ class EncodeStats:
   velocity_max: int = 0
   unclosed_notes: int = 0  # encoded notes the file never closed (they end at its last event)
   pedal_extended_notes: int = 0  # encoded notes the sustain pedal held past their release
+  # The first onset's grid step from the file's start: the leading silence the frames drop
+  # (a pickup's place in its bar), from which `add_metre` counts the bars.
+  start_step: int = 0
 
   @property
   def constant_velocity(self) -> bool:
@@ -342,10 +345,9 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
   pitches, velocities = notes.pitches[in_range], notes.velocities[in_range]
   unclosed = int(np.count_nonzero(notes.unclosed[in_range])) if notes.unclosed is not None else 0
   pedalled = int(np.count_nonzero(extended[in_range]))
-  if onset_steps.size:
-    # Leading silence is dropped: time starts at the first onset.
-    start = onset_steps.min()
-    onset_steps, end_steps = onset_steps - start, end_steps - start
+  start = int(onset_steps.min()) if onset_steps.size else 0
+  # Leading silence is dropped: time starts at the first onset (stats.start_step keeps it).
+  onset_steps, end_steps = onset_steps - start, end_steps - start
   frames = notes_to_frames(onset_steps, end_steps, pitches, steps_per_quarter=steps_per_quarter,
                            duration_mode=duration_mode,
                            velocities=velocities if with_velocity else None,
@@ -364,6 +366,7 @@ def encode_midi(source: MidiSource, *, steps_per_quarter: int = 12, duration_mod
       velocity_max=int(velocities.max()) if velocities.size else 0,
       unclosed_notes=unclosed,
       pedal_extended_notes=pedalled,
+      start_step=start,
   )
   return frames, stats
 
@@ -433,19 +436,20 @@ def bar_steps(time_signature: str, steps_per_quarter: int) -> int:
 
 
 def add_metre(frames: np.ndarray, time_signature: str = midi_lib.DEFAULT_TIME_SIGNATURE,
-              steps_per_quarter: int = 12) -> np.ndarray:
+              steps_per_quarter: int = 12, start_step: int = 0) -> np.ndarray:
   """frames float32[T, F] without metre -> float32[T, F + 2]: each frame's position in its
   bar and the bar's length, in quarters (see `FrameLayout`), from the running time as
-  decoding plays it (`frame_steps`), the first frame on a downbeat.
+  decoding plays it (`frame_steps`), the first frame `start_step` grid steps after a bar
+  line (`EncodeStats.start_step`: the file's leading silence, so a pickup falls where the
+  file puts it).
 
-  The piece's first time signature holds throughout (a change of metre, or a pickup bar,
-  is not followed).
+  The piece's first time signature holds throughout (a change of metre is not followed).
   """
   layout = frame_layout(frames)
   if layout.metre:
     raise ValueError("these frames already carry metre columns")
   bar = bar_steps(time_signature, steps_per_quarter)
-  starts = frame_steps(frames, steps_per_quarter)[:-1]
+  starts = frame_steps(frames, steps_per_quarter)[:-1] + int(start_step)
   metre = np.stack([(starts % bar) / steps_per_quarter,
                     np.full(starts.shape, bar / steps_per_quarter)], axis=-1)
   return np.concatenate([np.asarray(frames, np.float32), metre.astype(np.float32)], axis=-1)
@@ -510,8 +514,10 @@ def frames_to_midi(frames: np.ndarray, *, tempo_bpm: float = 120.0, velocity: in
   """Decodes frames float32[T, F] (any `FrameLayout`) into a type-0 mido.MidiFile (piano,
   channel 1).
 
-  Frames with note lengths play each note for its own length, others until the next onset;
-  metre columns are ignored (`time_signature` writes the bar). Frames with a velocity
+  Frames with note lengths play each note for its own length, others until the next onset.
+  Frames with metre columns start as far into their first bar as the first one says (the
+  pickup as leading silence), so that the bars of `time_signature` fall where the metre has
+  them and encoding the file gives the same metre back. Frames with a velocity
   column play each onset at its velocity (rounded, 1..127); otherwise every note has
   `velocity`. Both duration modes decode alike;
   `duration_mode` is accepted (and checked) so that callers can pass the mode the
@@ -519,6 +525,10 @@ def frames_to_midi(frames: np.ndarray, *, tempo_bpm: float = 120.0, velocity: in
   """
   onsets, ends, pitches = frames_to_notes(frames, steps_per_quarter=steps_per_quarter,
                                           duration_mode=duration_mode)
+  layout = frame_layout(frames)
+  if layout.metre and len(frames):  # the first frame's place in its bar: leading silence
+    lead = int(duration_steps(frames[0, layout.metre_columns.start], steps_per_quarter))
+    onsets, ends = onsets + lead, ends + lead
   to_ticks = lambda steps: np.rint(steps * ticks_per_beat / steps_per_quarter).astype(np.int64)
   velocities = velocity
   if has_velocity(frames):

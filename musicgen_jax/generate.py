@@ -140,7 +140,8 @@ def _prime_from_midi(config: RunConfig, path: str) -> tuple[np.ndarray, dict, st
   except MidiError as e:
     raise MidiError(f"{e}; give a readable MIDI file as --prime_midi") from e
   if data.metre:
-    frames = encoding.add_metre(frames, stats.time_signature, data.steps_per_quarter)
+    frames = encoding.add_metre(frames, stats.time_signature, data.steps_per_quarter,
+                                stats.start_step)
   return (frames, {"kind": "midi", "path": os.path.abspath(path)}, f"--prime_midi={path}",
           (stats.tempo_bpm, stats.time_signature))
 

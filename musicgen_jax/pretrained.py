@@ -103,6 +103,9 @@ def write_prime(config: RunConfig, source_midi: str, frames: int, path: str) -> 
   if len(encoded) < frames:
     raise ValueError(f"{source_midi} has {len(encoded)} frames, fewer than --prime_frames="
                      f"{frames}")
+  if config.data.metre:  # written with its pickup, so that its bars stay where they were
+    encoded = encoding.add_metre(encoded, stats.time_signature, config.data.steps_per_quarter,
+                                 stats.start_step)
   encoding.frames_to_midi(encoded[:frames], tempo_bpm=stats.tempo_bpm,
                           steps_per_quarter=config.data.steps_per_quarter,
                           time_signature=stats.time_signature).save(path)

@@ -444,6 +444,20 @@ def test_bach_chorales_source(tmp_path, monkeypatch):
   assert pipeline.load_dataset(cfg).summary["cache_hit"]
 
 
+def test_a_chorales_pickup_is_leading_silence():
+  music21 = pytest.importorskip("music21")
+  path = next(f.path for f in sources.list_bach_chorales() if f.name == "bach/bwv66.6.mxl")
+  score = music21.converter.parse(path)
+  pickup = float(score.parts[0].getElementsByClass("Measure")[0].paddingLeft)
+  assert pickup == 3.0  # a one-beat pickup in 4/4
+  frames, stats = encoding.encode_midi(sources.chorale_midi_bytes(path))
+  assert stats.start_step == 36 and stats.time_signature == "4/4"
+  metre = encoding.add_metre(frames, stats.time_signature, 12, stats.start_step)
+  elapsed = np.concatenate([[0.0], np.cumsum(frames[:-1, encoding.DURATION_INDEX])])
+  np.testing.assert_array_equal(metre[:, -2], (3.0 + elapsed) % 4.0)  # the pickup on beat 4
+  assert metre[0, -2] == 3.0 and 0.0 in metre[:4, -2]
+
+
 def test_bach_chorales_without_music21_says_how_to_install(monkeypatch):
   import builtins  # pylint: disable=g-import-not-at-top
   real_import = builtins.__import__

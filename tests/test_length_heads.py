@@ -131,6 +131,36 @@ def test_add_metre_counts_the_running_time_in_bars():
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_pickup_keeps_its_place_in_the_bar():
+  import io  # pylint: disable=g-import-not-at-top
+  import mido  # pylint: disable=g-import-not-at-top
+  # 3/4 with a one-quarter pickup: the first note on the third beat of the file's first bar.
+  midi = mido.MidiFile(type=0, ticks_per_beat=480)
+  track = mido.MidiTrack([mido.MetaMessage("time_signature", numerator=3, denominator=4)])
+  now = 0
+  for tick, kind, pitch in ((960, "note_on", 60), (1440, "note_off", 60), (1440, "note_on", 64),
+                            (2400, "note_off", 64), (2400, "note_on", 67),
+                            (2880, "note_off", 67)):
+    track.append(mido.Message(kind, note=pitch, velocity=80 if kind == "note_on" else 0,
+                              time=tick - now))
+    now = tick
+  midi.tracks.append(track)
+  buffer = io.BytesIO()
+  midi.save(file=buffer)
+  frames, stats = encoding.encode_midi(buffer.getvalue(), note_lengths=True)
+  assert stats.start_step == 24 and stats.time_signature == "3/4"
+  with_metre = encoding.add_metre(frames, stats.time_signature, 12, stats.start_step)
+  layout = encoding.frame_layout(with_metre)
+  np.testing.assert_array_equal(with_metre[:, layout.metre_columns], [[2, 3], [0, 3], [2, 3]])
+  # Written out, the pickup comes back as leading silence: the same frames and metre.
+  written = io.BytesIO()
+  encoding.frames_to_midi(with_metre, time_signature="3/4").save(file=written)
+  again, again_stats = encoding.encode_midi(written.getvalue(), note_lengths=True)
+  np.testing.assert_array_equal(again, frames)
+  np.testing.assert_array_equal(
+      encoding.add_metre(again, "3/4", 12, again_stats.start_step), with_metre)
+
+
 def test_transposing_moves_the_lengths_with_their_notes():
   layout = encoding.FrameLayout(lengths=True, metre=True)
   frames = np.zeros((1, 2, layout.width), np.float32)

@@ -21,7 +21,7 @@ from musicgen_jax.data import sources
 
 # Bump when the file layout or the meaning of its contents changes.
 CACHE_FORMAT = 4  # 2: per-piece tempo and time signature; 3: velocities; 4: note lengths
-_CODEC_MODULES = ("encoding.py", "midi.py")
+_CODEC_MODULES = ("encoding.py", "midi.py", "data/sources.py")  # sources: music21 -> MIDI
 
 
 def codec_fingerprint() -> str:

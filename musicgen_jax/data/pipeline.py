@@ -365,9 +365,10 @@ def _load_json_source(cfg: DataConfig):
   return pieces, [(s.name, s.reason) for s in skips], info
 
 
-def _with_metre(frames: np.ndarray, time_signature: str, steps_per_quarter: int) -> np.ndarray:
+def _with_metre(frames: np.ndarray, time_signature: str, steps_per_quarter: int,
+                start_step: int) -> np.ndarray:
   """A read-only copy of a piece's frames with its metre columns (`encoding.add_metre`)."""
-  out = encoding.add_metre(frames, time_signature, steps_per_quarter)
+  out = encoding.add_metre(frames, time_signature, steps_per_quarter, start_step)
   out.flags.writeable = False
   return out
 
@@ -381,7 +382,8 @@ def _split_pieces(cfg: DataConfig, entries: list) -> dict[str, list[Piece]]:
     stats = entry.piece.stats
     time_signature = str(stats.get("time_signature", midi_lib.DEFAULT_TIME_SIGNATURE))
     if cfg.metre:
-      piece_frames = _with_metre(piece_frames, time_signature, cfg.steps_per_quarter)
+      piece_frames = _with_metre(piece_frames, time_signature, cfg.steps_per_quarter,
+                                 int(stats.get("start_step", 0)))
     splits[split].append(Piece(entry.name, piece_frames,
                                tempo_bpm=float(stats.get("tempo_bpm", midi_lib.DEFAULT_TEMPO_BPM)),
                                time_signature=time_signature))

@@ -8,10 +8,12 @@ The JSON benchmark source is converted in one go by `read_json_benchmark`.
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 
 from absl import logging
+import mido
 import numpy as np
 
 from musicgen_jax import encoding
@@ -100,6 +102,7 @@ def _stats_dict(stats) -> dict:
       "velocity_max": int(stats.velocity_max),
       "unclosed_notes": int(stats.unclosed_notes),
       "pedal_extended_notes": int(stats.pedal_extended_notes),
+      "start_step": int(stats.start_step),
   }
 
 
@@ -185,10 +188,25 @@ def chorale_midi_bytes(path: str) -> bytes:
 
   music21's own parse cache is bypassed (it would freeze and thaw every score,
   which is slower than parsing, and write pickles): our cache holds the frames.
+  A pickup bar (music21's `paddingLeft` of the first bar) becomes leading silence, as MIDI
+  files write it, so that `EncodeStats.start_step` places the first beat in its bar;
+  music21's export would start the pickup on the downbeat.
   """
   music21 = _import_music21()
   score = music21.converter.parse(path, forceSource=True, storePickle=False)
-  return music21.midi.translate.streamToMidiFile(score).writestr()
+  exported = music21.midi.translate.streamToMidiFile(score)
+  bars = score.parts[0].getElementsByClass("Measure") if score.parts else []
+  pickup = float(bars[0].paddingLeft) if len(bars) else 0.0
+  if pickup > 0:
+    midi = mido.MidiFile(file=io.BytesIO(exported.writestr()))
+    delay = round(pickup * midi.ticks_per_beat)
+    for track in midi.tracks:
+      if track:
+        track[0].time += delay
+    buffer = io.BytesIO()
+    midi.save(file=buffer)
+    return buffer.getvalue()
+  return exported.writestr()
 
 
 # --------------------------------------------------------------------------
