@@ -197,11 +197,18 @@ def onset_positions(pieces: Sequence, steps_per_quarter: int = 12,
                     skip: int = 0) -> np.ndarray:
   """float64[steps_per_quarter]: where the onsets of frames with notes fall within the beat
   (their grid step modulo one quarter note), as fractions summing to 1 (zeros without
-  onsets). Each piece's time starts at 0; its first `skip` frames (a prime) are left out."""
+  onsets). Frames with metre columns are placed by their bar position (a pickup where the
+  file puts it); others by their time from the piece's first onset. Each piece's first
+  `skip` frames (a prime) are left out."""
   counts = np.zeros(steps_per_quarter, np.int64)
   for piece in pieces:
     frames = _frames(piece)
-    starts = encoding.frame_steps(frames, steps_per_quarter)[:-1]
+    layout = encoding.frame_layout(frames)
+    if layout.metre:
+      bar_position = frames[:, layout.metre_columns.start]
+      starts = np.rint(bar_position * steps_per_quarter).astype(np.int64)
+    else:
+      starts = encoding.frame_steps(frames, steps_per_quarter)[:-1]
     sounding = (frames[:, :encoding.NUM_NOTES] > 0.5).any(axis=1)
     sounding[:skip] = False
     counts += np.bincount(starts[sounding] % steps_per_quarter, minlength=steps_per_quarter)

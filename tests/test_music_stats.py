@@ -137,6 +137,10 @@ def test_onset_positions_and_their_distance():
   frames = piece(((60,), 1.0), ((62,), 0.5), ((), 0.5), ((64,), 0.25), ((65,), 1.0))
   np.testing.assert_allclose(music_stats.onset_positions([frames], 4), [0.75, 0.25, 0, 0])
   np.testing.assert_allclose(music_stats.onset_positions([frames], 4, skip=3), [0.5, 0.5, 0, 0])
+  # With metre columns their bar position places them (here 14 steps into the first bar)
+  from musicgen_jax import encoding  # pylint: disable=g-import-not-at-top
+  pickup = encoding.add_metre(frames, "4/4", 4, start_step=14)
+  np.testing.assert_allclose(music_stats.onset_positions([pickup], 4), [0, 0, 0.75, 0.25])
   assert music_stats.total_variation([0.75, 0.25], [0.75, 0.25]) == 0
   assert music_stats.total_variation([1, 0], [0, 1]) == 1
   assert music_stats.total_variation([0.75, 0.25, 0], [0.5, 0.25, 0.25]) == pytest.approx(0.25)
