@@ -7,15 +7,16 @@ r"""Shipped models before and after the new frame: where their onsets fall, and 
 
 3d489f9 is the last commit whose shipped models use the study's frame (every note cut at the next
 onset, the pedal ignored, no metre); the models shipped now (note lengths, pedal, metre)
-are the "after". For each model, --num_samples continuations of --num_frames frames are
-sampled from the same prime (the shipped prime.mid, read with each model's own frame) at
-temperature 1 and the same seed. Where their onsets fall within the beat
-(`music_stats.onset_positions`, the prime left out) is compared by total variation distance
-with the model's training split and its held-out test split, beside the distance between
-those two real splits. The first --page_samples of each model are rendered beside each
-other on a listening page (index.html), which is then opened in headless Chromium when one
-is installed (`pages check`). Writes frame_models.md and the page; about 3 minutes on
-2 CPU cores.
+are the "after". For each model and each of --num_seeds sampling seeds, --num_samples
+continuations of --num_frames frames are sampled from the same prime (the shipped
+prime.mid, read with each model's own frame) at temperature 1. Where their onsets fall
+within the beat (`music_stats.onset_positions`, the prime left out) is compared by total
+variation distance with the model's training split and its held-out test split, beside the
+distance between those two real splits; one seed's 32 samples move it by about 0.02, so
+the report gives the mean over seeds and their range. The first --page_samples of each
+model (first seed) are rendered beside each other on a listening page (index.html), which
+is then opened in headless Chromium when one is installed (`pages check`). Writes
+frame_models.md and the page; about 4 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 from absl import app, flags
 
 from experiments import runner
@@ -37,7 +39,9 @@ flags.DEFINE_list("models", ["piano", "chorales"], "Models found both in --befor
 flags.DEFINE_integer("num_samples", 32, "Continuations per model (the histograms use all).")
 flags.DEFINE_integer("num_frames", 256, "Frames sampled after the prime.")
 flags.DEFINE_integer("page_samples", 2, "Continuations per model on the page.")
-flags.DEFINE_integer("seed", 0, "Sampling seed, the same for both versions.")
+flags.DEFINE_integer("seed", 0, "First sampling seed, the same for both versions (the page's).")
+flags.DEFINE_integer("num_seeds", 4, "Sampling seeds from --seed on: each draws --num_samples "
+                     "continuations; the distances are given per seed (mean, range).")
 flags.DEFINE_string("runs_dir", os.path.join(runner.REPO, "runs", "frame_models"),
                     "Where all samples are written.")
 flags.DEFINE_string("report_dir", os.path.join(runner.REPO, "experiments", "results",
@@ -46,14 +50,30 @@ VERSIONS = (("before", "the study's frame: every note cut at the next onset, no 
             ("after", "note lengths, the sustain pedal and metre"))
 
 
-def sample_version(name: str, version: str, model: str) -> tuple[generate.SampleResult, dict]:
+def sample_version(name: str, version: str, model: str, seed: int) -> generate.SampleResult:
   """Samples `model` (a shipped name or a model folder) from the shipped prime."""
-  out = os.path.join(FLAGS.runs_dir, name, version)
-  result = generate.sample_pretrained(
+  out = os.path.join(FLAGS.runs_dir, name, version, f"seed_{seed}")
+  return generate.sample_pretrained(
       model, out, overwrite=True, prime_midi=pretrained.prime_path(name),
-      num_frames=FLAGS.num_frames, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
-      audio="none", plot=True)
-  return result, pretrained.info(model)
+      num_frames=FLAGS.num_frames, num_samples=FLAGS.num_samples, seed=seed,
+      audio="none", plot=seed == FLAGS.seed)
+
+
+def measure(results: list, real: dict, spq: int) -> dict:
+  """Onset-position distances per sampling seed (mean, min, max) and held notes."""
+  tv = {split: [] for split in real}
+  sounding, on_the_beat = [], []
+  for result in results:
+    skip = result.record["prime"]["frames"]
+    positions = music_stats.onset_positions(list(result.frames), spq, skip=skip)
+    for split, histogram in real.items():
+      tv[split].append(music_stats.total_variation(positions, histogram))
+    on_the_beat.append(float(positions[0]))
+    sounding.append(music_stats.sounding_at_onsets(list(result.frames), spq, skip=skip))
+  summary = lambda v: {"mean": float(np.mean(v)), "min": float(np.min(v)),
+                       "max": float(np.max(v)), "per_seed": [float(x) for x in v]}
+  return {"vs_train": summary(tv["train"]), "vs_test": summary(tv["test"]),
+          "on_the_beat": float(np.mean(on_the_beat)), "sounding": float(np.mean(sounding))}
 
 
 def compare(name: str) -> dict:
@@ -64,27 +84,23 @@ def compare(name: str) -> dict:
   real = {split: music_stats.onset_positions(dataset[split], spq) for split in ("train", "test")}
   row = {"train_vs_test": music_stats.total_variation(real["train"], real["test"])}
   entries = []
+  seeds = range(FLAGS.seed, FLAGS.seed + FLAGS.num_seeds)
   for version, text in VERSIONS:
     model = name if version == "after" else os.path.join(FLAGS.before_dir, name)
-    result, described = sample_version(name, version, model)
-    prime_frames = result.record["prime"]["frames"]
-    positions = music_stats.onset_positions(list(result.frames), spq, skip=prime_frames)
-    row[version] = {"vs_train": music_stats.total_variation(positions, real["train"]),
-                    "vs_test": music_stats.total_variation(positions, real["test"]),
-                    "on_the_beat": float(positions[0]),
-                    "sounding": music_stats.sounding_at_onsets(list(result.frames), spq,
-                                                               skip=prime_frames),
-                    "test_nll": described["test_nll"],
-                    "test_nll_notes": described["test_nll_notes"],
-                    "num_params": described["num_params"]}
-    sounds = pages.copy_samples(os.path.dirname(result.midi_paths[0]), FLAGS.report_dir,
+    results = [sample_version(name, version, model, seed) for seed in seeds]
+    described = pretrained.info(model)
+    row[version] = dict(measure(results, real, spq), test_nll=described["test_nll"],
+                        test_nll_notes=described["test_nll_notes"],
+                        num_params=described["num_params"])
+    sounds = pages.copy_samples(os.path.dirname(results[0].midi_paths[0]), FLAGS.report_dir,
                                 f"{name}_{version}", FLAGS.page_samples)
     roll = f"{name}_{version}/sample_000.png"
     entries.append(pages.Entry(
         f"{name}, {version}: {text}", audio=sounds,
         roll=roll if os.path.exists(os.path.join(FLAGS.report_dir, roll)) else None,
         numbers={"test NLL (notes + duration)": described["test_nll"],
-                 "onset positions, TV vs training split": f"{row[version]['vs_train']:.3f}"}))
+                 "onset positions, TV vs training split":
+                     f"{row[version]['vs_train']['mean']:.3f}"}))
   row["on_the_beat_train"] = float(real["train"][0])
   row["sounding_train"] = music_stats.sounding_at_onsets(dataset["train"], spq)
   return {"row": row, "entries": entries}
@@ -92,11 +108,13 @@ def compare(name: str) -> dict:
 
 def report(rows: dict) -> str:
   lines = ["# The shipped models before and after note lengths, the pedal and metre", "",
-           f"{FLAGS.num_samples} samples of {FLAGS.num_frames} frames per model, from the "
-           "shipped prime at temperature 1 (seed "
-           f"{FLAGS.seed}), the prime left out. Onset positions: each onset's grid step "
-           "modulo a quarter (`music_stats.onset_positions`), compared by total variation "
-           "distance (TV) with the real pieces of the model's training and test splits.", "",
+           f"{FLAGS.num_samples} samples of {FLAGS.num_frames} frames per model and sampling "
+           f"seed, {FLAGS.num_seeds} seeds ({FLAGS.seed} on), from the shipped prime at "
+           "temperature 1, the prime left out; distances are the mean over seeds [min, max]. "
+           "Onset positions: each onset's grid step modulo a quarter, placed by the frames' "
+           "metre where they have it (`music_stats.onset_positions`), compared by total "
+           "variation distance (TV) with the real pieces of the model's training and test "
+           "splits.", "",
            "Notes sounding at an onset: those struck there and those still held "
            "(`music_stats.sounding_at_onsets`); the study's frame holds none. Each test NLL "
            "is per frame of the model's own frame: where the pedal changes the number of "
@@ -108,7 +126,8 @@ def report(rows: dict) -> str:
   for name, row in rows.items():
     for version, _ in VERSIONS:
       r = row[version]
-      lines.append(f"| {name} | {version} | {r['vs_train']:.3f} | {r['vs_test']:.3f} | "
+      spread = lambda d: f"{d['mean']:.3f} [{d['min']:.3f}, {d['max']:.3f}]"
+      lines.append(f"| {name} | {version} | {spread(r['vs_train'])} | {spread(r['vs_test'])} | "
                    f"{r['on_the_beat']:.1%} | {r['sounding']:.2f} | {r['test_nll']:.3f} | "
                    f"{r['num_params']:,} |")
     lines.append(f"| {name} | (training split vs test split) | | {row['train_vs_test']:.3f} | "
