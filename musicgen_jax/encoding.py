@@ -145,7 +145,8 @@ def frame_layout(frames, what: str = "frames", dims: str | None = "T") -> FrameL
 __all__ = [
     "DURATION_INDEX", "DURATION_MODES", "FRAME_DIM", "HIGHEST_PITCH", "LOWEST_PITCH",
     "NUM_NOTES", "PIANO_KEYS", "VELOCITY_INDEX", "EncodeStats", "FrameLayout", "MidiError",
-    "add_metre", "bar_steps", "encode_midi", "frame_layout", "frames_to_midi", "strip_metre",
+    "add_metre", "bar_steps", "encode_midi", "frame_layout", "frames_to_midi", "next_bar_step",
+    "strip_metre",
     "duration_classes", "duration_steps", "frame_steps", "frames_to_notes", "midi_to_frames",
     "notes_to_frames", "pitch_name", "quarters_of_class",
 ]
@@ -453,6 +454,18 @@ def add_metre(frames: np.ndarray, time_signature: str = midi_lib.DEFAULT_TIME_SI
   metre = np.stack([(starts % bar) / steps_per_quarter,
                     np.full(starts.shape, bar / steps_per_quarter)], axis=-1)
   return np.concatenate([np.asarray(frames, np.float32), metre.astype(np.float32)], axis=-1)
+
+
+def next_bar_step(frames, layout: FrameLayout, steps_per_quarter: int, *, xp=np):
+  """Where the frame after each frame starts in its bar, from the metre columns: its grid
+  step (int32[...]: the bar position advanced by the duration, modulo the bar). The one
+  rule that the models' metre features and the sampler's carried position share; `xp` is
+  numpy or jax.numpy."""
+  position = frames[..., layout.metre_columns.start]
+  bar = frames[..., layout.metre_columns.start + 1]
+  steps = xp.maximum(xp.round(frames[..., layout.duration_index] * steps_per_quarter), 0.0)
+  bar_steps = xp.maximum(xp.round(bar * steps_per_quarter), 1.0)
+  return xp.mod(xp.round(position * steps_per_quarter) + steps, bar_steps).astype(xp.int32)
 
 
 def strip_metre(frames: np.ndarray) -> np.ndarray:

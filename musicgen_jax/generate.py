@@ -30,11 +30,11 @@ from absl import logging
 
 from musicgen_jax import audio as audio_lib
 from musicgen_jax import midi as midi_lib
-from musicgen_jax import encoding, models, plotting, sampling
+from musicgen_jax import models, plotting, sampling
 from musicgen_jax import workdir as workdir_lib
 from musicgen_jax.config import RunConfig
 from musicgen_jax.encoding import (DURATION_INDEX, LOWEST_PITCH, NUM_NOTES,
-                                   MidiError, encode_midi, frames_to_midi)
+                                   MidiError, frames_to_midi)
 from musicgen_jax.models import STATE, ModelConfig, decode_step, init_carry
 from musicgen_jax.models.heads import frame_width
 from musicgen_jax.settings import Settings, in_range, non_negative, positive, setting
@@ -134,14 +134,11 @@ def check_prime_fits(model_cfg: ModelConfig, prime_frames: int) -> None:
 def _prime_from_midi(config: RunConfig, path: str) -> tuple[np.ndarray, dict, str, tuple]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--prime_midi={path} does not exist; give a MIDI file")
-  data = config.data
+  from musicgen_jax.data import encode_file  # pylint: disable=g-import-not-at-top
   try:
-    frames, stats = encode_midi(path, **data.encoding_settings)
+    frames, stats = encode_file(config.data, path)
   except MidiError as e:
     raise MidiError(f"{e}; give a readable MIDI file as --prime_midi") from e
-  if data.metre:
-    frames = encoding.add_metre(frames, stats.time_signature, data.steps_per_quarter,
-                                stats.start_step)
   return (frames, {"kind": "midi", "path": os.path.abspath(path)}, f"--prime_midi={path}",
           (stats.tempo_bpm, stats.time_signature))
 

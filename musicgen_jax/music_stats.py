@@ -227,8 +227,10 @@ def sounding_at_onsets(pieces: Sequence, steps_per_quarter: int = 12, skip: int 
     struck = (frames[:, :encoding.NUM_NOTES] > 0.5).any(axis=1)
     struck[:skip] = False
     times = starts[struck]
-    # notes sounding at time t: onset <= t < end
-    sounding += int(((onsets[None, :] <= times[:, None]) & (times[:, None] < ends[None, :])).sum())
+    # sounding at t: onset <= t < end, i.e. begun by t less ended by t (ends follow onsets)
+    begun = np.searchsorted(np.sort(onsets), times, side="right")
+    ended = np.searchsorted(np.sort(ends), times, side="right")
+    sounding += int((begun - ended).sum())
     counted += len(times)
   return sounding / max(counted, 1)
 

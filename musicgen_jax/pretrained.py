@@ -99,13 +99,11 @@ def write_prime(config: RunConfig, source_midi: str, frames: int, path: str) -> 
   """The first `frames` frames of `source_midi`, encoded with the run's frame (note lengths,
   pedal, velocity as it was trained) and decoded to MIDI at the file's tempo and metre."""
   from musicgen_jax import encoding  # pylint: disable=g-import-not-at-top
-  encoded, stats = encoding.encode_midi(source_midi, **config.data.encoding_settings)
+  from musicgen_jax.data import encode_file  # pylint: disable=g-import-not-at-top
+  encoded, stats = encode_file(config.data, source_midi)  # with metre: written with its pickup
   if len(encoded) < frames:
     raise ValueError(f"{source_midi} has {len(encoded)} frames, fewer than --prime_frames="
                      f"{frames}")
-  if config.data.metre:  # written with its pickup, so that its bars stay where they were
-    encoded = encoding.add_metre(encoded, stats.time_signature, config.data.steps_per_quarter,
-                                 stats.start_step)
   encoding.frames_to_midi(encoded[:frames], tempo_bpm=stats.tempo_bpm,
                           steps_per_quarter=config.data.steps_per_quarter,
                           time_signature=stats.time_signature).save(path)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.encoding import NUM_NOTES, FrameLayout, frame_layout
+from musicgen_jax.encoding import NUM_NOTES, FrameLayout, frame_layout, next_bar_step
 from musicgen_jax.settings import Settings, non_negative, positive, setting
 
 StepFn = Callable[..., tuple[Any, Any]]
@@ -106,11 +106,9 @@ def draw_frame(pred, noise: dict, settings: SampleSettings,
 def next_metre(frame: jax.Array, layout: FrameLayout, steps_per_quarter: int) -> jax.Array:
   """float32[batch, 2]: the metre columns of the frame after `frame` [batch, F]: its bar
   position advanced by its duration (on the grid, modulo the bar), the same bar length."""
-  position, bar = frame[:, layout.metre_columns.start], frame[:, layout.metre_columns.start + 1]
-  steps = jnp.maximum(jnp.round(frame[:, layout.duration_index] * steps_per_quarter), 0.0)
-  bar_steps = jnp.maximum(jnp.round(bar * steps_per_quarter), 1.0)
-  step = jnp.mod(jnp.round(position * steps_per_quarter) + steps, bar_steps)
-  return jnp.stack([step / steps_per_quarter, bar], axis=-1)
+  step = next_bar_step(frame, layout, steps_per_quarter, xp=jnp)
+  return jnp.stack([step / steps_per_quarter, frame[:, layout.metre_columns.start + 1]],
+                   axis=-1)
 
 
 def generate(step_fn: StepFn, carry: Any, prime: jax.Array, rng: jax.Array,

@@ -8,7 +8,7 @@
 
 from musicgen_jax.data.batches import StreamBatches, WindowBatches
 from musicgen_jax.data.config import STUDY_FRAME, DataConfig, default_cache_dir
-from musicgen_jax.data.pipeline import Dataset, Piece, load_dataset
+from musicgen_jax.data.pipeline import Dataset, Piece, encode_file, load_dataset
 from musicgen_jax.data.splits import SPLITS, assign_split, split_bucket
 from musicgen_jax.data.stats import dataset_statistics
 
@@ -22,6 +22,7 @@ __all__ = [
     "WindowBatches",
     "assign_split",
     "dataset_statistics",
+    "encode_file",
     "default_cache_dir",
     "load_dataset",
     "split_bucket",

@@ -365,6 +365,16 @@ def _load_json_source(cfg: DataConfig):
   return pieces, [(s.name, s.reason) for s in skips], info
 
 
+def encode_file(cfg: DataConfig, source) -> tuple[np.ndarray, encoding.EncodeStats]:
+  """One MIDI file (a path or bytes) as a run with these settings reads it: its frames
+  encoded with the run's settings, with their metre columns when the run has metre."""
+  frames, stats = encoding.encode_midi(source, **cfg.encoding_settings)
+  if cfg.metre:
+    frames = encoding.add_metre(frames, stats.time_signature, cfg.steps_per_quarter,
+                                stats.start_step)
+  return frames, stats
+
+
 def _with_metre(frames: np.ndarray, time_signature: str, steps_per_quarter: int,
                 start_step: int) -> np.ndarray:
   """A read-only copy of a piece's frames with its metre columns (`encoding.add_metre`)."""

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.encoding import NUM_NOTES, FrameLayout, frame_layout
+from musicgen_jax.encoding import NUM_NOTES, FrameLayout, frame_layout, next_bar_step
 from musicgen_jax.models.config import ModelConfig
 from musicgen_jax.models.distributions import (CategoricalDuration, CategoricalVelocity,
                                                FrameDistribution, IndependentNotes,
@@ -70,11 +70,8 @@ def metre_features(frames: jax.Array, layout: FrameLayout, steps_per_quarter: in
   """float32[..., steps_per_quarter + BAR_QUARTERS + 1]: where the predicted frame (the one
   after this one) starts in its bar: the grid step within its quarter and the quarter of
   the bar, one-hot, and the bar's length / 4 quarters."""
-  position, bar = (frames[..., layout.metre_columns.start + i] for i in range(2))
-  duration = frames[..., layout.duration_index]
-  bar_steps = jnp.maximum(jnp.round(bar * steps_per_quarter), 1.0)
-  step = jnp.mod(jnp.round((position + duration) * steps_per_quarter),
-                 bar_steps).astype(jnp.int32)
+  bar = frames[..., layout.metre_columns.start + 1]
+  step = next_bar_step(frames, layout, steps_per_quarter, xp=jnp)
   within = jax.nn.one_hot(jnp.mod(step, steps_per_quarter), steps_per_quarter)
   quarter = jax.nn.one_hot(jnp.minimum(step // steps_per_quarter, BAR_QUARTERS - 1),
                            BAR_QUARTERS)
