@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from musicgen_jax.settings import Settings, at_least, in_range, non_negative, positive, setting
+from musicgen_jax.settings import (FREE, Settings, at_least, in_range, non_negative, positive,
+                                   setting)
 
 MODELS = ("rnn", "lstm", "bilstm", "transformer")  # the registry maps each to its module
 NOTE_HEADS = ("independent", "nade")
 DURATION_HEADS = ("categorical", "regression")
 DTYPES = ("float32", "bfloat16", "float16")
+RNN_IMPLS = ("auto", "scan", "cudnn")  # models.cudnn.IMPLS
+LSTM_MODELS = ("lstm", "bilstm")  # the models of LSTM cells, which cuDNN can run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +30,11 @@ class ModelConfig(Settings):
                            check=in_range(0.0, 1.0, high_open=True))
   dtype: str = setting("float32", "Compute dtype (parameters stay float32); bfloat16 for "
                        "accelerators.", choices=DTYPES)
+  rnn_impl: str = setting(
+      "auto", "The LSTM loop: 'scan' (lax.scan with a hand-written backward pass, every "
+      "backend), 'cudnn' (cuDNN's fused LSTM, GPUs, float32), or 'auto' (cudnn for the lstm "
+      "and bilstm in float32 on a GPU, scan elsewhere). The weights are the same either way.",
+      choices=RNN_IMPLS, resume=FREE)
   note_head: str = setting(
       "nade", "Note output: 'nade', pitch by pitch from the lowest, each given the pitches "
       "below it (as RNN-NADE; the better likelihood and music), or 'independent' Bernoulli "

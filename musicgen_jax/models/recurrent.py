@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from musicgen_jax.models import cells, cudnn
 from musicgen_jax.models.config import ModelConfig
 from musicgen_jax.models.distributions import FrameDistribution
 from musicgen_jax.models.heads import (FrameHead, check_frames, compute_dtype, frame_width,
@@ -21,7 +22,6 @@ from musicgen_jax.models.protocol import push_frame
 Carry = Any  # per layer: simple cell float[batch, hidden]; LSTM (c, h) float32[batch, hidden]
 SIMPLE, LSTM_CELL = "simple", "lstm_cell"  # the cells a layer can run
 LSTM_GATES = ("i", "f", "g", "o")
-SCAN_UNROLL = 8  # time steps per loop iteration: fewer, larger kernels
 
 
 class RecurrentLayer(nn.Module):
@@ -36,8 +36,10 @@ class RecurrentLayer(nn.Module):
   kind: str
   features: int
   dtype: Any = jnp.float32
+  impl: str = "scan"  # or "cudnn" (LSTM cells; see models.cudnn)
 
-  def _weights(self, inputs):
+  @nn.compact
+  def weights(self, inputs):
     """(input kernel [D, G*H], recurrent kernel [H, G*H], bias [G*H]), G gates."""
     h = jnp.zeros((1, self.features), jnp.float32)
     params = lambda name, use_bias, init, x: nn.recurrent.DenseParams(
@@ -52,28 +54,28 @@ class RecurrentLayer(nn.Module):
     return (jnp.concatenate(w_i, axis=-1), jnp.concatenate([k for k, _ in hidden], axis=-1),
             jnp.concatenate([b for _, b in hidden], axis=-1))
 
-  @nn.compact
-  def __call__(self, inputs: jax.Array, carry: Carry) -> tuple[Carry, jax.Array]:
-    """inputs float[batch, time, D], carry -> (carry after the last step, h [batch, time, H])."""
-    w_i, w_h, bias = self._weights(inputs)
+  def project(self, inputs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """inputs float[time, batch, D] (time major, as the loop reads them) -> (the input
+    projection of every step [time, batch, G*H], recurrent kernel, bias), in the compute
+    dtype."""
+    w_i, w_h, bias = self.weights(inputs)
     dtype = self.dtype
-    projected = jnp.dot(inputs.astype(dtype), w_i.astype(dtype))  # [batch, time, G*H]
-    w_h, bias = w_h.astype(dtype), bias.astype(dtype)
+    projected = jnp.dot(inputs.astype(dtype), w_i.astype(dtype))
+    return projected, w_h.astype(dtype), bias.astype(dtype)
 
-    def step(carry, x_t):
-      if self.kind == SIMPLE:
-        h = jnp.tanh(x_t + bias + jnp.dot(carry.astype(dtype), w_h))
-        return h, h
-      c, h = carry
-      gates = x_t + (jnp.dot(h.astype(dtype), w_h) + bias)
-      i, f, g, o = jnp.split(gates, 4, axis=-1)
-      c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-      h = jax.nn.sigmoid(o) * jnp.tanh(c)
-      return (c, h), h
+  def __call__(self, inputs: jax.Array, carry: Carry) -> tuple[Carry, jax.Array]:
+    """inputs float[time, batch, D], carry -> (carry after the last step, h [time, batch, H])."""
+    if self.impl == "cudnn" and inputs.shape[0] > 1:  # one step (decoding) keeps the scan
+      lengths = jnp.full((inputs.shape[1],), inputs.shape[0], jnp.int32)
+      hs, (c, h) = cudnn.lstm(inputs, [self.weights(inputs)],
+                              jax.tree.map(lambda x: x[None], carry), lengths, False)
+      return (c[0], h[0]), hs
+    scan = cells.simple_scan if self.kind == SIMPLE else cells.lstm_scan
+    return scan(*self.project(inputs), carry)
 
-    carry, outputs = jax.lax.scan(step, carry, jnp.swapaxes(projected, 0, 1),
-                                  unroll=min(SCAN_UNROLL, max(inputs.shape[1], 1)))
-    return carry, jnp.swapaxes(outputs, 0, 1)
+
+def _impl(cfg: ModelConfig) -> str:
+  return cudnn.resolve(cfg.rnn_impl, cfg.model, cfg.dtype)
 
 
 def zero_carry(cfg: ModelConfig, batch_size: int, cell: str) -> tuple[Carry, ...]:
@@ -108,7 +110,7 @@ class CausalRecurrent(nn.Module):
     cfg = self.cfg
     for layer in range(cfg.num_layers):
       setattr(self, f"layer_{layer}",
-              RecurrentLayer(self.cell, cfg.hidden_size, compute_dtype(cfg)))
+              RecurrentLayer(self.cell, cfg.hidden_size, compute_dtype(cfg), _impl(cfg)))
     self.dropout = nn.Dropout(rate=cfg.dropout)
     self.heads = FrameHead(cfg)
 
@@ -128,12 +130,13 @@ class CausalRecurrent(nn.Module):
   def hidden(self, frames, carry, train: bool = False):
     """frames float[batch, time, 107], carry -> (h float[batch, time, hidden], carry)."""
     x = input_features(frames, self.cfg.steps_per_quarter).astype(compute_dtype(self.cfg))
+    x = jnp.swapaxes(x, 0, 1)  # time major through the stack: one transpose in, one out
     carries = []
     for layer in range(self.cfg.num_layers):
       layer_carry, x = getattr(self, f"layer_{layer}")(x, carry[layer])
       carries.append(layer_carry)
       x = self.dropout(x, deterministic=not train)
-    return x, tuple(carries)
+    return jnp.swapaxes(x, 0, 1), tuple(carries)
 
   def __call__(self, frames: jax.Array, *, train: bool = False,
                lengths: jax.Array | None = None, carry: tuple[Carry, ...] | None = None,
@@ -177,11 +180,12 @@ class LSTM(CausalRecurrent):
 
 
 def _reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Reverses each row's first lengths[b] steps in place; the padding stays where it is."""
-  time = jnp.arange(x.shape[1])
-  index = jnp.where(time[None, :] < lengths[:, None], lengths[:, None] - 1 - time[None, :],
-                    time[None, :])
-  return jnp.take_along_axis(x, index[:, :, None], axis=1)
+  """x [time, batch, ...]: reverses each row's first lengths[b] steps in place; the padding
+  stays where it is."""
+  time = jnp.arange(x.shape[0])
+  index = jnp.where(time[:, None] < lengths[None, :], lengths[None, :] - 1 - time[:, None],
+                    time[:, None])
+  return jnp.take_along_axis(x, index[:, :, None], axis=0)
 
 
 class BidirectionalLSTM(nn.Module):
@@ -203,7 +207,7 @@ class BidirectionalLSTM(nn.Module):
     for layer in range(cfg.num_layers):
       for direction in ("forward", "backward"):
         setattr(self, f"layer_{layer}_{direction}",
-                RecurrentLayer(LSTM_CELL, cfg.hidden_size, compute_dtype(cfg)))
+                RecurrentLayer(LSTM_CELL, cfg.hidden_size, compute_dtype(cfg), _impl(cfg)))
     self.dropout = nn.Dropout(rate=cfg.dropout)
     self.heads = FrameHead(cfg)
 
@@ -225,19 +229,30 @@ class BidirectionalLSTM(nn.Module):
     batch, time = frames.shape[:2]
     lengths = (jnp.full((batch,), time, jnp.int32) if lengths is None else
                jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (batch,)))
-    zeros = jnp.zeros((batch, self.cfg.hidden_size), jnp.float32)
+    zeros = jnp.zeros((2, batch, self.cfg.hidden_size), jnp.float32)
     x = input_features(frames, self.cfg.steps_per_quarter).astype(compute_dtype(self.cfg))
+    x = jnp.swapaxes(x, 0, 1)  # time major
     for layer in range(self.cfg.num_layers):
-      _, forward = getattr(self, f"layer_{layer}_forward")(x, (zeros, zeros))
-      _, backward = getattr(self, f"layer_{layer}_backward")(_reverse_valid(x, lengths),
-                                                             (zeros, zeros))
-      backward = _reverse_valid(backward, lengths)
+      forward, backward = self._both_ways(layer, x, lengths, zeros)
       x = jnp.concatenate([forward, backward], axis=-1)
       if layer + 1 < self.cfg.num_layers:
         x = self.dropout(x, deterministic=not train)
-    last = jnp.take_along_axis(forward, (lengths - 1)[:, None, None], axis=1)[:, 0]
-    summary = jnp.concatenate([last, backward[:, 0]], axis=-1)
+    last = jnp.take_along_axis(forward, (lengths - 1)[None, :, None], axis=0)[0]
+    summary = jnp.concatenate([last, backward[0]], axis=-1)
     return self.dropout(summary, deterministic=not train)
+
+  def _both_ways(self, layer: int, x, lengths, zeros):
+    """Layer `layer` over x [time, batch, D] -> (forward, backward) h [time, batch, H]."""
+    forward, backward = (getattr(self, f"layer_{layer}_{d}") for d in ("forward", "backward"))
+    if forward.impl == "cudnn" and x.shape[0] > 1:
+      hs, _ = cudnn.lstm(x, [forward.weights(x), backward.weights(x)], (zeros, zeros),
+                         lengths, True)
+      return jnp.split(hs, 2, axis=-1)
+    # Both directions in one loop: the backward one reads the valid frames reversed.
+    parts = [forward.project(x), backward.project(_reverse_valid(x, lengths))]
+    projected, w_h, bias = (jnp.stack(p, axis=k) for k, p in zip((1, 0, 0), zip(*parts)))
+    _, hs = cells.lstm_scan(projected, w_h, bias, (zeros, zeros))
+    return hs[:, 0], _reverse_valid(hs[:, 1], lengths)
 
   def __call__(self, frames: jax.Array, *, train: bool = False,
                lengths: jax.Array | None = None) -> FrameDistribution:
