@@ -214,3 +214,40 @@ def test_the_sampler_draws_lengths_and_carries_the_bar(model):
   assert np.isfinite(float(metrics["nll_total"])) and float(metrics["nll_length"]) > 0
   np.testing.assert_allclose(float(metrics["nll_total"]), float(
       metrics["nll"] + metrics["nll_length"]), rtol=1e-5)
+
+
+def test_the_fast_reductions_equal_numpys():
+  """first_argmax, cumsum and the sort-free sounding order the sampler uses per frame."""
+  from musicgen_jax.models import distributions as d
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(5, 7, 96)).astype(np.float32)
+  x[0, 0, [3, 9]] = 9.0  # a tie: the first wins, as with argmax
+  x[1, 1] = -np.inf
+  x[1, 1, 50] = 0.0
+  np.testing.assert_array_equal(d.first_argmax(jnp.asarray(x)), np.argmax(x, axis=-1))
+  on = rng.random((5, 7, 106)) < 0.1
+  np.testing.assert_array_equal(d.first_argmax(jnp.asarray(on)), np.argmax(on, axis=-1))
+  np.testing.assert_allclose(d.cumsum(jnp.asarray(x[1:]), axis=-2), np.cumsum(x[1:], axis=-2),
+                             rtol=1e-5, atol=1e-5)
+  notes = (rng.random((4, 106)) < 0.06).astype(np.float32)
+  notes[0] = 0.0
+  order, sounding = d._sounding_order(jnp.asarray(notes), 5)
+  for row in range(4):
+    pitches = np.flatnonzero(notes[row])[:5]
+    np.testing.assert_array_equal(np.asarray(order[row])[:len(pitches)], pitches)
+    np.testing.assert_array_equal(sounding[row], np.arange(5) < len(pitches))
+
+
+def test_independent_lengths_drawn_for_the_sounding_notes_only_equal_all_pitches():
+  """The draw that computes length distributions for at most 15 sounding notes per row gives
+  the lengths of the draw over all 106 pitches (the path rows with more notes take)."""
+  head = _heads("independent", batch=6).lengths
+  rng = np.random.default_rng(5)
+  uniforms = jnp.asarray(rng.random((6, encoding.NUM_NOTES)), jnp.float32)
+  few = (rng.random((6, encoding.NUM_NOTES)) < 0.08).astype(np.float32)
+  many = few.copy()
+  many[0, :20] = 1.0  # one row of 20 notes: the whole batch takes the per-pitch path
+  drawn_few = head.independent_draw(jnp.asarray(few), uniforms, 1.0)
+  drawn_many = head.independent_draw(jnp.asarray(many), uniforms, 1.0)
+  assert np.all((np.asarray(drawn_few) > 0) == (few > 0)) and few.sum() > 10
+  np.testing.assert_array_equal(np.asarray(drawn_few)[1:], np.asarray(drawn_many)[1:])
