@@ -702,6 +702,9 @@ _PRESET = flags.DEFINE_enum("preset", "full", ["full", "quick", "gpu", "gpu_bf16
 _MODELS = flags.DEFINE_list("models", list(MODELS), "Models to benchmark.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "JAX compute dtype.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Training batch size.")
+_HIDDEN = flags.DEFINE_integer("hidden_size", 64, "Model width (the study's 64; the shipped "
+                               "models' sizes are 256-512).")
+_LAYERS = flags.DEFINE_integer("num_layers", 2, "Stacked layers (the study's 2).")
 _SEQ_LENS = flags.DEFINE_list("train_seq_lens", ["48", "200"], "Training seq_lens.")
 _SAMPLE_BATCHES = flags.DEFINE_list("sample_batches", ["1", "64"], "Sampling batch sizes.")
 _SAMPLE_FRAMES = flags.DEFINE_integer("sample_frames", None, "Frames generated (default 1024; "
@@ -728,6 +731,7 @@ def config_from_flags() -> BenchConfig:
   given = lambda flag: flags.FLAGS[flag.name].present
   ints = lambda v: tuple(int(x) for x in v)
   convert = [(_MODELS, "models", tuple), (_DTYPE, "dtype", str), (_BATCH, "batch_size", int),
+             (_HIDDEN, "hidden_size", int), (_LAYERS, "num_layers", int),
              (_SEQ_LENS, "train_seq_lens", ints), (_SAMPLE_BATCHES, "sample_batches", ints),
              (_TORCH, "torch", bool), (_TORCH_THREADS, "torch_threads", int),
              (_TORCH_ONE, "torch_one_thread", bool), (_SCALING, "scaling", bool),

@@ -137,7 +137,9 @@ class LengthHead:
       return self.nll_of(self.logits(pre, pitches), classes, notes)
 
     fits = jnp.max(jnp.sum(notes, axis=-1), initial=0.0) < NADE_SEGMENTS
-    return jax.lax.cond(fits, by_segments, by_pitch, notes)
+    # by_pitch rematerialised: otherwise differentiating the cond makes every step fill
+    # its unused residuals ([..., 106, H] and [..., 106, C] zeros) in the usual case.
+    return jax.lax.cond(fits, by_segments, jax.checkpoint(by_pitch), notes)
 
   def independent_draw(self, notes: jax.Array, uniforms: jax.Array,
                        temperature: float) -> jax.Array:
@@ -263,7 +265,11 @@ class NadeNotes:
     else:
       classes = self.lengths.classes(quarters)
     fits = jnp.max(jnp.sum(notes, axis=-1), initial=0.0) < NADE_SEGMENTS
-    logits, length_nll = jax.lax.cond(fits, self._by_segments, self._by_pitch, notes, classes)
+    # The per-pitch pass rematerialised: differentiating the cond otherwise fills its
+    # residuals ([..., 106, H] zeros, 15 ms of a quickstart step) in every step that
+    # takes the segments.
+    logits, length_nll = jax.lax.cond(fits, self._by_segments, jax.checkpoint(self._by_pitch),
+                                      notes, classes)
     return logits, (None if self.lengths is None else length_nll)
 
   def _rows(self, pitches: jax.Array, classes: jax.Array) -> jax.Array:
