@@ -34,39 +34,47 @@ from musicgen_jax import encoding, generate, sampling, train
 from musicgen_jax.config import TrainConfig
 from musicgen_jax.models import ModelConfig, init_carry, init_params
 
-_WHAT = flags.DEFINE_enum("what", "train", ["train", "sample"], "A training step or sampling.")
-_MODEL = flags.DEFINE_string("model", "lstm", "Model.")
-_HIDDEN = flags.DEFINE_integer("hidden_size", 64, "Model width.")
-_LAYERS = flags.DEFINE_integer("num_layers", 2, "Layers.")
-_HEAD = flags.DEFINE_string("note_head", "independent", "Note head.")
-_NADE = flags.DEFINE_integer("nade_hidden", 100, "NADE hidden units.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Batch.")
-_SEQ = flags.DEFINE_integer("seq_len", 48, "Training window (sampling: the model's context).")
-_LENGTHS = flags.DEFINE_bool("note_lengths", False, "Frames with note lengths (a length head).")
-_METRE = flags.DEFINE_bool("metre", False, "Frames with metre columns.")
-_FRAMES = flags.DEFINE_integer("num_frames", 256, "Frames sampled per call.")
-_CALLS = flags.DEFINE_integer("calls", 10, "Traced calls.")
-_TOP = flags.DEFINE_integer("top", 25, "Ops listed.")
+FLAGS = flags.FLAGS
 
-_MOVEMENT = ("copy", "transpose", "concatenate", "broadcast", "dynamic-update-slice", "slice",
-             "pad", "gather", "bitcast")
+
+def define_flags() -> None:
+  """The command line (defined when run, so that other experiments can import this)."""
+  flags.DEFINE_enum("what", "train", ["train", "sample"], "A training step or sampling.")
+  flags.DEFINE_string("model", "lstm", "Model.")
+  flags.DEFINE_integer("hidden_size", 64, "Model width.")
+  flags.DEFINE_integer("num_layers", 2, "Layers.")
+  flags.DEFINE_string("note_head", "independent", "Note head.")
+  flags.DEFINE_integer("nade_hidden", 100, "NADE hidden units.")
+  flags.DEFINE_integer("batch_size", 64, "Batch.")
+  flags.DEFINE_integer("seq_len", 48, "Training window (sampling: the model's context).")
+  flags.DEFINE_bool("note_lengths", False, "Frames with note lengths (a length head).")
+  flags.DEFINE_bool("metre", False, "Frames with metre columns.")
+  flags.DEFINE_integer("num_frames", 256, "Frames sampled per call.")
+  flags.DEFINE_integer("calls", 10, "Traced calls.")
+  flags.DEFINE_integer("top", 25, "Ops listed.")
+
+
+_MOVEMENT = {"copy", "transpose", "concatenate", "broadcast", "dynamic-update-slice", "slice",
+             "dynamic-slice", "pad", "gather", "bitcast", "reshape", "wrapped", "fusion"}
 _FRAMEWORK = ("ThunkExecutor", "PjitFunction", "SlinkyThreadPool", "CommonPjRt")
 
 
 def category(name: str) -> str:
-  if name.startswith(("ynn_fusion", "dot", "custom-call")):
-    return "matmul"
-  if name.startswith("while") or name.startswith("cond"):
-    return "loop"
+  """An XLA CPU op's kind from its name: a fusion is named after the ops it holds, and it
+  moves data only when each of them does (copy_bitcast_fusion; not broadcast_add_fusion)."""
   base = name.split(".")[0]
-  if any(base.startswith(m) or base.endswith(m) or f"_{m}" in base for m in _MOVEMENT):
+  if base.startswith(("ynn_fusion", "dot", "custom-call")):
+    return "matmul"
+  if base in ("while", "cond", "call", "conditional"):
+    return "loop"
+  if set(base.split("_")) <= _MOVEMENT:
     return "data movement"
   return "elementwise and reductions"
 
 
 def _frames(rng, batch: int, time_steps: int) -> np.ndarray:
   """Synthetic frames of the flags' layout: ~4 notes each, durations and lengths on the grid."""
-  layout = encoding.FrameLayout(velocity=False, lengths=_LENGTHS.value, metre=_METRE.value)
+  layout = encoding.FrameLayout(velocity=False, lengths=FLAGS.note_lengths, metre=FLAGS.metre)
   frames = np.zeros((batch, time_steps, layout.width), np.float32)
   notes = rng.random((batch, time_steps, 106)) < 4 / 106
   frames[..., :106] = notes
@@ -80,22 +88,23 @@ def _frames(rng, batch: int, time_steps: int) -> np.ndarray:
 
 def _program():
   """(call() -> output, units per call, unit name, compiled HLO text)."""
-  cfg = ModelConfig(model=_MODEL.value, hidden_size=_HIDDEN.value, num_layers=_LAYERS.value,
-                    seq_len=_SEQ.value, note_head=_HEAD.value, nade_hidden=_NADE.value,
-                    note_lengths=_LENGTHS.value, metre=_METRE.value)
+  cfg = ModelConfig(model=FLAGS.model, hidden_size=FLAGS.hidden_size,
+                    num_layers=FLAGS.num_layers, seq_len=FLAGS.seq_len,
+                    note_head=FLAGS.note_head, nade_hidden=FLAGS.nade_hidden,
+                    note_lengths=FLAGS.note_lengths, metre=FLAGS.metre)
   params = init_params(cfg, jax.random.key(0))
   rng = np.random.default_rng(0)
-  batch = _BATCH.value
-  if _WHAT.value == "sample":
-    sampler = generate.model_sampler(cfg, sampling.SampleSettings(num_frames=_FRAMES.value))
+  batch = FLAGS.batch_size
+  if FLAGS.what == "sample":
+    sampler = generate.model_sampler(cfg, sampling.SampleSettings(num_frames=FLAGS.num_frames))
     prime = _frames(rng, batch, 10)
     args = (init_carry(cfg, batch), jnp.asarray(prime), jax.random.key(0), None, params)
-    return (lambda: sampler(*args)), _FRAMES.value, "frame", sampler.lower(*args).compile()
+    return (lambda: sampler(*args)), FLAGS.num_frames, "frame", sampler.lower(*args).compile()
   tcfg = TrainConfig(batch_size=batch, num_steps=10**6)
   state = train.TrainState.create(apply_fn=None, params=params,
                                   tx=train.make_optimizer(tcfg, 10**6))
-  frames = _frames(rng, batch, _SEQ.value + 1)
-  data = {"frames": jnp.asarray(frames), "mask": jnp.ones((batch, _SEQ.value)),
+  frames = _frames(rng, batch, FLAGS.seq_len + 1)
+  data = {"frames": jnp.asarray(frames), "mask": jnp.ones((batch, FLAGS.seq_len)),
           "reset": jnp.ones((batch,), bool)}
   step = jax.jit(functools.partial(train.train_step, model_cfg=cfg, seed=0))
   holder = {"state": state.replace(step=jnp.zeros((), jnp.int32))}
@@ -112,12 +121,12 @@ def profile() -> dict:
   for _ in range(3):
     jax.block_until_ready(call())
   start = time.perf_counter()
-  for _ in range(_CALLS.value):
+  for _ in range(FLAGS.calls):
     jax.block_until_ready(call())
-  wall = (time.perf_counter() - start) / (_CALLS.value * units)
+  wall = (time.perf_counter() - start) / (FLAGS.calls * units)
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir):
-      for _ in range(_CALLS.value):
+      for _ in range(FLAGS.calls):
         jax.block_until_ready(call())
     path = glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True)[0]
     events = json.load(gzip.open(path))["traceEvents"]
@@ -127,7 +136,7 @@ def profile() -> dict:
         _FRAMEWORK):
       total[e["name"]] += e["dur"]
       count[e["name"]] += 1
-  hlo, per = compiled.as_text(), _CALLS.value * units
+  hlo, per = compiled.as_text(), FLAGS.calls * units
   ops = []
   for name, us in total.most_common():
     found = re.search(r"%" + re.escape(name) + r" = (\S+) .*?op_name=\"([^\"]*)\"", hlo)
@@ -145,15 +154,17 @@ def main(argv):
   del argv
   result = profile()
   unit = result["unit"]
-  print(f"{_WHAT.value} {_MODEL.value} hidden {_HIDDEN.value} x {_LAYERS.value} "
-        f"{_HEAD.value} batch {_BATCH.value}: wall {result['wall_us']:.1f} us per {unit}")
+  print(f"{FLAGS.what} {FLAGS.model} hidden {FLAGS.hidden_size} x {FLAGS.num_layers} "
+        f"{FLAGS.note_head} batch {FLAGS.batch_size}: wall {result['wall_us']:.1f} us "
+        f"per {unit}")
   for name, us in sorted(result["by_category"].items(), key=lambda kv: -kv[1]):
     print(f"  {name:28s} {us:10.1f} us per {unit}")
   print(f"  {'op':36s} {'us':>9s} {'runs':>6s}  shape, source")
-  for op in result["ops"][:_TOP.value]:
+  for op in result["ops"][:FLAGS.top]:
     print(f"  {op['op'][:36]:36s} {op['us']:9.1f} {op['runs']:6.1f}  {op['shape'][:26]} "
           f"{op['source'][-70:]}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -84,3 +84,13 @@ def test_torch_reference_trains_and_samples():
                                     batch[:, :3], 4, window=4)
   assert frames.shape == (2, 7, 107)
   assert set(frames[:, 3:, :106].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_the_profile_names_what_each_op_does():
+  from experiments import profile_ops
+  assert profile_ops.category("ynn_fusion.38") == "matmul"
+  assert profile_ops.category("while.12") == "loop"
+  assert profile_ops.category("copy_bitcast_fusion.5") == "data movement"
+  assert profile_ops.category("bitcast_dynamic-update-slice_fusion.1") == "data movement"
+  assert profile_ops.category("broadcast_add_fusion.8") == "elementwise and reductions"
+  assert profile_ops.category("exponential_log-plus-one_fusion") == "elementwise and reductions"
