@@ -166,3 +166,16 @@ def test_loss_has_finite_gradients_over_batch_and_time():
   assert all(np.all(np.isfinite(g)) for g in grads)
   assert float(jnp.abs(grads[1][..., 0]).sum()) > 0  # the mean is being fitted
   np.testing.assert_array_equal(grads[0][1, 3:], 0.0)  # masked frames get no gradient
+
+
+def test_the_note_cross_entropy_and_its_written_gradient():
+  import optax
+  from musicgen_jax.losses import note_cross_entropy
+  logits = jnp.asarray(np.random.default_rng(0).normal(0, 4, (3, 106)), jnp.float32)
+  notes = jnp.asarray(np.random.default_rng(1).random((3, 106)) < 0.1, jnp.float32)
+  weights = jnp.linspace(0.0, 2.0, 106)
+  ours = lambda x: jnp.sum(note_cross_entropy(x, notes) * weights)
+  theirs = lambda x: jnp.sum(optax.sigmoid_binary_cross_entropy(x, notes) * weights)
+  np.testing.assert_allclose(ours(logits), theirs(logits), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(ours)(logits), jax.grad(theirs)(logits), rtol=1e-5,
+                             atol=1e-6)
