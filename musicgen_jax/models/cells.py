@@ -63,12 +63,10 @@ def _activations(gates):
 def _lstm_step(w_h, bias, carry, x_t):
   """One step: (c, h) -> ((c', h'), (the pre-activations, c', and h as the step read it))."""
   c, h_in = carry
-  h = h_in
-  gates = x_t + (jnp.matmul(h.astype(w_h.dtype), w_h) + bias[..., None, :])
+  gates = x_t + (jnp.matmul(h_in.astype(w_h.dtype), w_h) + bias[..., None, :])
   i, f, g, o = jnp.split(_activations(gates), 4, axis=-1)
   c = f * c + i * g
-  h = o * jnp.tanh(c)
-  return (c, h), (gates, c, h_in)
+  return (c, o * jnp.tanh(c)), (gates, c, h_in)
 
 
 def _lstm_forward(projected, w_h, bias, carry):

@@ -60,6 +60,12 @@ def _inverse_cdf(logits: jax.Array, uniforms: jax.Array) -> jax.Array:
   return jnp.minimum(below, logits.shape[-1] - 1).astype(jnp.int32)
 
 
+def _fits_segments(notes: jax.Array) -> jax.Array:
+  """bool[]: whether every frame has fewer than NADE_SEGMENTS notes, so that the passes over
+  the sounding notes only serve the whole batch (else the per-pitch passes do)."""
+  return jnp.max(jnp.sum(notes, axis=-1), initial=0.0) < NADE_SEGMENTS
+
+
 def _sounding_order(notes: jax.Array, most: int) -> tuple[jax.Array, jax.Array]:
   """(int32[..., most] the first `most` sounding pitches in ascending order then 0s, and
   float32[..., most] 1 where a slot holds a sounding pitch).
@@ -136,7 +142,7 @@ class LengthHead:
       pre = jnp.broadcast_to(self.hidden_bias[..., None, :], notes.shape + self.w_pitch.shape[1:])
       return self.nll_of(self.logits(pre, pitches), classes, notes)
 
-    fits = jnp.max(jnp.sum(notes, axis=-1), initial=0.0) < NADE_SEGMENTS
+    fits = _fits_segments(notes)
     # by_pitch rematerialised: otherwise differentiating the cond makes every step fill
     # its unused residuals ([..., 106, H] and [..., 106, C] zeros) in the usual case.
     return jax.lax.cond(fits, by_segments, jax.checkpoint(by_pitch), notes)
@@ -161,7 +167,7 @@ class LengthHead:
     def by_pitch(notes):
       return draw(jnp.broadcast_to(jnp.arange(NUM_NOTES), notes.shape))
 
-    fits = jnp.max(jnp.sum(notes, axis=-1), initial=0.0) < NADE_SEGMENTS
+    fits = _fits_segments(notes)
     quarters = jax.lax.cond(fits, by_segments, by_pitch, notes)
     return jnp.where(notes > 0.5, quarters, 0.0)
 
@@ -264,7 +270,7 @@ class NadeNotes:
       classes = jnp.zeros(notes.shape, jnp.int32)
     else:
       classes = self.lengths.classes(quarters)
-    fits = jnp.max(jnp.sum(notes, axis=-1), initial=0.0) < NADE_SEGMENTS
+    fits = _fits_segments(notes)
     # The per-pitch pass rematerialised: differentiating the cond otherwise fills its
     # residuals ([..., 106, H] zeros, 15 ms of a quickstart step) in every step that
     # takes the segments.
