@@ -4,9 +4,10 @@
 # on the held-out test pieces, and sample four continuations of a held-out chorale as MIDI,
 # piano rolls and audio, with a page to listen to them.
 #   bash experiments/quickstart.sh [WORKDIR] [extra train flags...]
-# Expected time on 2 CPU cores: ~2 min to encode (first run only), then 1 min 32 s measured
-# for training (67 s of it), scoring, sampling and rendering (frames with note lengths and
-# metre, the defaults: test NLL 6.05 for notes + duration, nll_length 1.96, nll_total 8.00).
+# Expected time on 2 CPU cores: ~2 min to encode (first run only), then 1 min 32 s to 1 min
+# 53 s measured for training (67-83 s of it, as busy as the machine was), scoring, sampling
+# and rendering (frames with note lengths and metre, the defaults: test NLL 6.09 for notes +
+# duration, nll_length 1.95, nll_total 8.05).
 set -euo pipefail
 workdir=${1:-runs/quickstart}
 shift || true
