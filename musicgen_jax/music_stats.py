@@ -411,14 +411,20 @@ def compare_sets(generated: Sequence, real: Sequence, *, steps_per_quarter: int 
           "mean_overlap": float(np.mean(overlaps)) if overlaps else None}
 
 
-def read_midi_dir(folder: str, *, steps_per_quarter: int = 12, duration_mode: str = "ioi",
-                  with_velocity: bool = False) -> list[np.ndarray]:
-  """Every .mid/.midi file directly in folder, encoded; files without notes skipped."""
+def midi_paths(folder: str) -> list[str]:
+  """The .mid/.midi files directly in folder, sorted; an error when there are none."""
   paths = sorted(p for p in glob.glob(os.path.join(folder, "*"))
                  if p.lower().endswith((".mid", ".midi")))
   if not paths:
-    raise FileNotFoundError(f"no .mid/.midi files in {folder}; point --samples at the "
-                            "folder the sampler wrote")
+    raise FileNotFoundError(f"no .mid/.midi files in {folder}; point it at a folder of MIDI "
+                            "files (e.g. the one the sampler wrote)")
+  return paths
+
+
+def read_midi_dir(folder: str, *, steps_per_quarter: int = 12, duration_mode: str = "ioi",
+                  with_velocity: bool = False) -> list[np.ndarray]:
+  """Every .mid/.midi file directly in folder, encoded; files without notes skipped."""
+  paths = midi_paths(folder)
   pieces = []
   for path in paths:
     frames = encoding.midi_to_frames(path, steps_per_quarter=steps_per_quarter,
