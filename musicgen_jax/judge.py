@@ -31,6 +31,8 @@ import numpy as np
 from absl import flags
 
 from musicgen_jax import cli, encoding, music_stats
+from musicgen_jax.data import pipeline
+from musicgen_jax.data.config import DataConfig
 
 MAX_INTERVAL = 12  # melodic steps of the top voice, clipped to +-12 semitones
 MAX_POLYPHONY = 8  # notes struck at once; more go in the last bin
@@ -121,15 +123,11 @@ def read_midi_folder(folder: str, *, steps_per_quarter: int = 12,
   """Every .mid/.midi file directly in folder, encoded as new runs encode (note lengths, the
   sustain pedal applied, metre from the file's first time signature), so that generated and
   real MIDI are read alike. Files without notes are skipped."""
-  paths = music_stats.midi_paths(folder)
-  pieces = []
-  for path in paths:
-    frames, stats = encoding.encode_midi(path, steps_per_quarter=steps_per_quarter,
-                                         with_velocity=with_velocity, note_lengths=True,
-                                         sustain_pedal="apply")
-    if len(frames):
-      pieces.append(encoding.add_metre(frames, stats.time_signature, steps_per_quarter,
-                                       stats.start_step))
+  cfg = DataConfig(dataset="midi_dir", data_dir=folder, steps_per_quarter=steps_per_quarter,
+                   note_lengths=True, sustain_pedal="apply", metre=True,
+                   velocity_bins=16 if with_velocity else 0)
+  pieces = [f for f in (pipeline.encode_file(cfg, p)[0] for p in music_stats.midi_paths(folder))
+            if len(f)]
   if not pieces:
     raise ValueError(f"the MIDI files in {folder} hold no notes")
   return pieces
