@@ -61,16 +61,20 @@ def train_and_score(name: str, bins: int, data_dir: str) -> dict:
   dataset = load_dataset(run.config.data)
   test = evaluate.evaluate_pieces(run.config.model, run.params, dataset.test)
   samples = os.path.join(workdir, "samples")
-  generate.sample_workdir(workdir, samples, overwrite=True, num_samples=FLAGS.num_samples,
-                          num_frames=FLAGS.num_frames, prime_midi=os.path.join(data_dir, PRIME_FILE),
-                          prime_frames=PRIME_FRAMES)
+  sampled = generate.sample_workdir(
+      workdir, samples, overwrite=True, num_samples=FLAGS.num_samples,
+      num_frames=FLAGS.num_frames, prime_midi=os.path.join(data_dir, PRIME_FILE),
+      prime_frames=PRIME_FRAMES)
   stats = music_stats.compare_midi_dir(
       samples, dataset.test, steps_per_quarter=run.config.data.steps_per_quarter,
       duration_mode=run.config.data.duration_mode,
       max_duration_steps=run.config.model.max_duration_steps)
+  verdict = runner.judge(list(sampled.frames[:, PRIME_FRAMES:]), dataset.test,
+                         FLAGS.num_frames)
   return {"name": name, "velocity_bins": bins, "command": runner.command_text(
       "musicgen_jax.train", args), "train_seconds": seconds, "best_step": run.step,
-          "test": test, "music_stats": stats, "samples": samples, "dataset": dataset}
+          "test": test, "music_stats": stats, "judge": verdict, "samples": samples,
+          "dataset": dataset}
 
 
 def write(rows: list[dict], baseline: float, meta: dict, prime_file: str) -> None:
@@ -99,7 +103,9 @@ def write(rows: list[dict], baseline: float, meta: dict, prime_file: str) -> Non
     f = features.get(name, {})
     lines.append(f"| {name} | {runner.fmt(f.get('overlap'), 2)} | "
                  f"{runner.fmt(f.get('mean_generated'), 1)} | {runner.fmt(f.get('mean_real'), 1)} |")
-  lines.append("")
+  lines += ["", "The judge (`musicgen_jax.judge`, 0.5 = a random forest cannot tell the "
+            "continuations from held-out excerpts): " + "; ".join(
+                f"{r['name']} {runner.judge_cell(r.get('judge'))}" for r in rows) + ".", ""]
   with open(os.path.join(FLAGS.report_dir, "results.md"), "w") as f:
     f.write("\n".join(lines))
   entries = []

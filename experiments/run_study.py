@@ -86,7 +86,10 @@ def sample_and_score(workdir: str, prime: str, test_pieces) -> dict:
       samples, test_pieces, steps_per_quarter=run.config.data.steps_per_quarter,
       duration_mode=run.config.data.duration_mode,
       max_duration_steps=run.config.model.max_duration_steps)
-  return {"best_step": run.step, "test": test, "music_stats": stats, "sample": sampled.record}
+  verdict = runner.judge(list(sampled.frames[:, FLAGS.prime_frames:]), test_pieces,
+                         FLAGS.num_frames)
+  return {"best_step": run.step, "test": test, "music_stats": stats, "judge": verdict,
+          "sample": sampled.record}
 
 
 def run_one(model: str, seq_len: int, head: str, data_dir: str, test_pieces,
@@ -132,7 +135,8 @@ def references(dataset, length: int) -> dict:
   ceiling = music_stats.compare_sets(held_out, dataset.train, segment_frames=length)
   return {"average_frame": {"nll": nll_notes + nll_duration, "nll_notes": nll_notes,
                             "nll_duration": nll_duration},
-          "held_out_vs_train_overlap": ceiling["mean_overlap"]}
+          "held_out_vs_train_overlap": ceiling["mean_overlap"],
+          "judge_floor": runner.judge(dataset.train, dataset.test, FLAGS.num_frames)}
 
 
 def plot_curves(rows: list[dict], path: str) -> None:
@@ -191,14 +195,18 @@ def write_report(rows: list[dict], report_dir: str, meta: dict) -> None:
             f"excerpts against the training pieces (the ceiling): "
             f"{runner.fmt(refs['held_out_vs_train_overlap'], 2)}.", ""]
   lines += _grid(rows, lambda r: r["music_stats"]["mean_overlap"])
+  lines += ["", "The judge (`musicgen_jax.judge`): balanced accuracy of a random forest telling "
+            f"the continuations from test excerpts of {meta['num_frames']} frames (0.5 = it "
+            "cannot); its floor, training excerpts against test excerpts: "
+            f"{runner.judge_cell(refs.get('judge_floor'))}.", ""]
   lines += ["", "## Every run", "", "| run | steps (best) | test NLL | notes | duration | "
-            "overlap | train min | frames/s |", "|---|---|---|---|---|---|---|---|"]
+            "overlap | judge | train min | frames/s |", "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     t = r["test"]
     lines.append(f"| {r['name']} | {r['num_steps']} ({r['best_step']}) | {t['nll']:.3f} | "
                  f"{t['nll_notes']:.3f} | {t['nll_duration']:.3f} | "
                  f"{runner.fmt(r['music_stats']['mean_overlap'], 3)} | "
-                 f"{r['train_seconds'] / 60:.1f} | {runner.fmt(r['frames_per_s'], 0)} |")
+                 f"{runner.judge_cell(r.get('judge'))} | {r['train_seconds'] / 60:.1f} | {runner.fmt(r['frames_per_s'], 0)} |")
   lines += ["", "Files: results.json, loss_curves.png, <run>/sample_000.mid and .png (the "
             "prime shaded grey).", ""]
   with open(os.path.join(report_dir, "results.md"), "w") as f:
@@ -223,7 +231,8 @@ def write_page(rows: list[dict], report_dir: str, references: list) -> str:
       entries.append(pages.Entry(
           f"{model}, seq_len {r['seq_len']}, {r['note_head']} head",
           numbers={"test NLL": f"{r['test']['nll']:.2f}",
-                   "overlap": runner.fmt(r["music_stats"]["mean_overlap"], 2)},
+                   "overlap": runner.fmt(r["music_stats"]["mean_overlap"], 2),
+                   "judge": runner.judge_cell(r.get("judge"))},
           roll=f"{folder}/sample_000.png", audio=sounds))
     if entries:
       sections.append((model, entries))

@@ -124,6 +124,24 @@ def invocation() -> str:
   return " ".join(["python", "-m", module] + sys.argv[1:])
 
 
+def judge(generated, real, length: int) -> dict | None:
+  """`musicgen_jax.judge.two_sample_test` of generated against real pieces in excerpts of
+  `length` frames, or None (logged) where it cannot run: no scikit-learn, too little music."""
+  from musicgen_jax import judge as judge_lib  # pylint: disable=g-import-not-at-top
+  try:
+    return judge_lib.two_sample_test(generated, real, length=length)
+  except (ImportError, ValueError) as e:
+    logging.warning("no judge: %s", e)
+    return None
+
+
+def judge_cell(verdict: dict | None) -> str:
+  """'0.99 +- 0.01' (balanced accuracy and spread), or '-'."""
+  if not verdict:
+    return "-"
+  return f"{verdict['balanced_accuracy']:.2f} ± {verdict['spread']:.2f}"
+
+
 def fmt(value, digits: int = 3) -> str:
   if value is None or (isinstance(value, float) and value != value):
     return "-"

@@ -18,7 +18,9 @@ bounded by rows x chunk, never by a piece's length. Every predicted frame is sco
 
 With --samples, the MIDI files in O (e.g. what `musicgen_jax.sample` wrote) are compared
 with the split by `music_stats.compare_midi_dir` (music statistics and the overlap of
-intra-/inter-set distance distributions), under "music_stats".
+intra-/inter-set distance distributions), under "music_stats", and beside it by the judge
+(`musicgen_jax.judge`, a classifier two-sample test: 0.5 = cannot tell them apart), under
+"judge".
 """
 
 from __future__ import annotations
@@ -229,7 +231,24 @@ def evaluate_workdir(workdir: str, split: str = "test", step: int | None = None,
         samples_dir, pieces, steps_per_quarter=config.data.steps_per_quarter,
         duration_mode=config.data.duration_mode,
         max_duration_steps=config.model.max_duration_steps)
+    result["judge"] = judge_midi_dir(samples_dir, config.data, pieces)
   return result
+
+
+def judge_midi_dir(samples_dir: str, data_config, pieces) -> dict:
+  """The judge (`musicgen_jax.judge`) of the MIDI files in samples_dir, read with the run's
+  data settings, against the pieces, in excerpts as long as the median sample (at most the
+  judge's default); {'error': why} where it cannot run (no scikit-learn, too little music)."""
+  from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
+  try:
+    judge.require_sklearn()
+    generated = judge.read_midi_folder(samples_dir, data_config=data_config)
+    length = min(judge.DEFAULT_LENGTH, int(np.median([len(g) for g in generated])))
+    result = judge.judge(generated, [p.frames for p in pieces], length=length,
+                         steps_per_quarter=data_config.steps_per_quarter)
+  except (ImportError, ValueError) as e:
+    return {"error": str(e)}
+  return dict(result, reference=f"{len(pieces)} pieces of the split")
 
 
 def write_result(workdir: str, split: str, result: dict) -> str:
@@ -258,7 +277,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        flag_values=flag_values)
   flags.DEFINE_string("samples", None, "Folder of generated MIDI files (e.g. the sampler's "
                       "--out_dir): adds their music statistics against the split's, and "
-                      "the per-feature overlap, to the JSON as 'music_stats'.",
+                      "the per-feature overlap, to the JSON as 'music_stats', and "
+                      "beside it the judge (can a classifier tell them from the split's "
+                      "music?) as 'judge'.",
                       flag_values=flag_values)
 
 

@@ -79,6 +79,10 @@ class GenerateConfig(Settings):
                               choices=AUDIO_CHOICES)
   soundfont: str | None = setting(None, "SoundFont (.sf2/.sf3) for the audio (default: an "
                                   "installed General MIDI one).")
+  reference: str | None = setting(None, "Judge the samples (their frames after the prime) "
+                                  "against real music: 'valid' or 'test' (that split of the "
+                                  "run's dataset, with the training split's floor beside) or a "
+                                  "folder of MIDI; writes O/judge.json. Needs the judge extra.")
 
   def __post_init__(self):
     super().__post_init__()
@@ -120,6 +124,7 @@ class SampleResult:
   record: dict
   audio_paths: list[str] = dataclasses.field(default_factory=list)
   page_path: str | None = None  # O/index.html: every sample's piano roll and player
+  judge: dict | None = None  # with --reference: `judge.judge`'s result, also in O/judge.json
 
 
 def check_prime_fits(model_cfg: ModelConfig, prime_frames: int) -> None:
@@ -256,7 +261,8 @@ def _record(run_dir: str, config: RunConfig, step: int, settings, job, prime: Pr
       "duration_mode": config.data.duration_mode,
       **dataclasses.asdict(settings), **{k: v for k, v in dataclasses.asdict(job).items()
                                          if k not in ("step", "prime_midi", "plot",
-                                                      "tempo_bpm", "soundfont")},
+                                                      "tempo_bpm", "soundfont",
+                                                      "reference")},
       "prime": prime.source, "tempo_bpm": tempo_of(job, prime),
       "time_signature": prime.time_signature, **timing,
       "device": f"{device.platform}:{device.device_kind}", "jax_version": jax.__version__,
@@ -385,6 +391,40 @@ def sample_pretrained(name: str, out_dir: str, *, overwrite: bool = False,
                  overwrite)
 
 
+def judge_length(settings: sampling.SampleSettings) -> int:
+  """Frames per judged excerpt: the judge's default, or fewer when fewer are sampled."""
+  from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
+  return min(judge.DEFAULT_LENGTH, settings.num_frames)
+
+
+def _judge_reference(config: RunConfig, settings, job: GenerateConfig, dataset: Any):
+  """The real sets the samples will be judged against, checked before any sampling."""
+  from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
+  judge.require_sklearn()
+  length = judge_length(settings)
+  judge.check_enough(job.num_samples * (settings.num_frames // length), length,
+                     f"--num_samples={job.num_samples} x --num_frames={settings.num_frames}")
+  real, floor, what = judge.reference_sets(config.data, job.reference, dataset)
+  judge.check_enough(len(judge.excerpts(real, length)), length, what)
+  return real, floor, what
+
+
+def _judge_samples(frames: np.ndarray, reference, config: RunConfig, job: GenerateConfig,
+                   settings, out_dir: str) -> dict:
+  """judge.judge of the sampled frames after the prime; writes O/judge.json."""
+  from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
+  real, floor, what = reference
+  result = judge.judge(list(frames[:, job.prime_frames:]), real, floor,
+                       length=judge_length(settings),
+                       steps_per_quarter=config.data.steps_per_quarter)
+  result["reference"] = what
+  logging.info("judge against %s:\n%s", what, judge.format_result(result))
+  with open(os.path.join(out_dir, "judge.json"), "w") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")
+  return result
+
+
 def _sample(config: RunConfig, load_run, out_dir: str, settings, job: GenerateConfig,
             dataset: Any, overwrite: bool) -> SampleResult:
   """Every input checked, then the model loaded, sampled and written."""
@@ -392,6 +432,7 @@ def _sample(config: RunConfig, load_run, out_dir: str, settings, job: GenerateCo
   audio = audio_format(job)
   check_out_dir(out_dir, overwrite)
   prime = load_prime(config, job, dataset)
+  reference = _judge_reference(config, settings, job, dataset) if job.reference else None
   run = load_run()
   prepare_out_dir(out_dir, overwrite)  # every input checked: now O may be made
   logging.info("%s from %s, step %d; prime: %s", config.model.model, run.workdir, run.step,
@@ -405,4 +446,7 @@ def _sample(config: RunConfig, load_run, out_dir: str, settings, job: GenerateCo
   result = write_samples(frames, out_dir, record, config, job, audio)
   logging.info("wrote %d samples to %s; listen: open %s in a browser", job.num_samples,
                out_dir, result.page_path)
+  if reference is not None:
+    result = dataclasses.replace(result, judge=_judge_samples(frames, reference, config, job,
+                                                              settings, out_dir))
   return result

@@ -24,7 +24,9 @@ Needs scikit-learn: pip install 'musicgen-jax[judge]'.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -118,14 +120,18 @@ def excerpts(pieces: Sequence, length: int) -> list[np.ndarray]:
   return [e for e in music_stats.segments(pieces, length) if len(e) == length]
 
 
-def read_midi_folder(folder: str, *, steps_per_quarter: int = 12,
-                     with_velocity: bool = True) -> list[np.ndarray]:
+def read_midi_folder(folder: str, *, steps_per_quarter: int = 12, with_velocity: bool = True,
+                     data_config: DataConfig | None = None) -> list[np.ndarray]:
   """Every .mid/.midi file directly in folder, encoded as new runs encode (note lengths, the
-  sustain pedal applied, metre from the file's first time signature), so that generated and
-  real MIDI are read alike. Files without notes are skipped."""
-  cfg = DataConfig(dataset="midi_dir", data_dir=folder, steps_per_quarter=steps_per_quarter,
-                   note_lengths=True, sustain_pedal="apply", metre=True,
-                   velocity_bins=16 if with_velocity else 0)
+  sustain pedal applied, metre from the file's first time signature), or as `data_config`
+  (a run's data settings) encodes, so that generated and real MIDI are read alike. Files
+  without notes are skipped."""
+  if data_config is None:
+    data_config = DataConfig(dataset="midi_dir", data_dir=folder,
+                             steps_per_quarter=steps_per_quarter,
+                             note_lengths=True, sustain_pedal="apply", metre=True,
+                             velocity_bins=16 if with_velocity else 0)
+  cfg = dataclasses.replace(data_config, dataset="midi_dir", data_dir=folder)
   pieces = [f for f in (pipeline.encode_file(cfg, p)[0] for p in music_stats.midi_paths(folder))
             if len(f)]
   if not pieces:
@@ -133,7 +139,32 @@ def read_midi_folder(folder: str, *, steps_per_quarter: int = 12,
   return pieces
 
 
-def _require_sklearn():
+def reference_sets(data_config: DataConfig, reference: str, dataset=None):
+  """(real, floor_reference, description) for judging a run's samples.
+
+  reference: 'valid' or 'test' (that split of the run's dataset; its floor is the training
+  split against it), or a folder of MIDI encoded with the run's data settings (no floor).
+  dataset: the run's loaded Dataset, or None to load it (cached) from data_config.
+  """
+  if reference in ("valid", "test"):
+    if dataset is None:
+      dataset = pipeline.load_dataset(data_config)
+    frames = lambda split: [getattr(p, "frames", p) for p in dataset[split]]
+    return frames(reference), frames("train"), f"the {reference} split"
+  if not os.path.isdir(reference):
+    raise FileNotFoundError(f"--reference={reference} is neither 'valid', 'test' nor a folder "
+                            "of MIDI files")
+  return read_midi_folder(reference, data_config=data_config), None, os.path.abspath(reference)
+
+
+def check_enough(count: int, length: int, what: str, folds: int = DEFAULT_FOLDS) -> None:
+  """Fails unless `count` excerpts of `length` frames are enough for `folds` folds."""
+  if count < folds:
+    raise ValueError(f"the judge needs at least {folds} excerpts of {length} frames in each "
+                     f"set; {what} gives {count} (shorten --length or give more music)")
+
+
+def require_sklearn():
   try:
     import sklearn  # pylint: disable=import-outside-toplevel,unused-import
   except ImportError as e:
@@ -192,11 +223,10 @@ def two_sample_test(a: Sequence, b: Sequence, *, length: int = DEFAULT_LENGTH,
      'per_seed': the mean per seed, 'excerpts_a', 'excerpts_b', 'length',
      'giveaways': [{'group', 'importance', 'feature', 'mean_a', 'mean_b'}]}.
   """
-  _require_sklearn()
+  require_sklearn()
   xa, xb = excerpts(a, length), excerpts(b, length)
-  if min(len(xa), len(xb)) < folds:
-    raise ValueError(f"the judge needs at least {folds} excerpts of {length} frames in each "
-                     f"set; got {len(xa)} and {len(xb)} (shorten --length or give more music)")
+  check_enough(len(xa), length, "the first set", folds)
+  check_enough(len(xb), length, "the second set", folds)
   x = np.stack([excerpt_features(e, steps_per_quarter=steps_per_quarter) for e in xa + xb])
   if not all(encoding.has_velocity(e) for e in xa + xb):  # dynamics only where both have them
     x[:, [FEATURE_NAMES.index("mean_velocity"), FEATURE_NAMES.index("velocity_spread")]] = 0.0
@@ -235,6 +265,19 @@ def format_result(result: dict) -> str:
   if "above_floor" in result:
     lines.append(f"above the floor by {result['above_floor']:+.3f}")
   return "\n".join(lines)
+
+
+def summary(result: dict) -> dict:
+  """The judge's headline numbers: balanced accuracy and spread, and the floor's."""
+  out = {"reference": result["reference"],
+         "balanced_accuracy": round(result["generated"]["balanced_accuracy"], 4),
+         "spread": round(result["generated"]["spread"], 4),
+         "giveaways": [g["feature"] for g in result["generated"]["giveaways"][:3]]}
+  if "floor" in result:
+    out.update(floor=round(result["floor"]["balanced_accuracy"], 4),
+               floor_spread=round(result["floor"]["spread"], 4),
+               above_floor=round(result["above_floor"], 4))
+  return out
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:

@@ -4,10 +4,13 @@ r"""The sampling program: a trained workdir to MIDI files (see `musicgen_jax.gen
         --temperature=1.0 --prime_midi=F --prime_frames=10 --out_dir=O
     python -m musicgen_jax.sample --pretrained=chorales --num_frames=256 --out_dir=O
     python -m musicgen_jax.sample --pretrained=list
+    python -m musicgen_jax.sample --workdir=W --num_samples=8 --num_frames=256 \
+        --reference=test --out_dir=O      # + the judge against the held-out split
 
 Reads W/config.json (so no model flags) and the best-by-validation checkpoint (or --step),
 or a model shipped in the package; writes O/sample_000.mid, .json, .png and .ogg, ..., and
-O/index.html, a page that plays them (its path is printed with the rest). Bad
+O/index.html, a page that plays them (its path is printed with the rest); with --reference,
+O/judge.json (`musicgen_jax.judge`: can a classifier tell the samples from real music?). Bad
 input is one line, before any model is loaded or compiled.
 """
 
@@ -19,7 +22,7 @@ import os
 
 from absl import flags
 
-from musicgen_jax import cli, generate, pretrained, sampling
+from musicgen_jax import cli, generate, judge, pretrained, sampling
 from musicgen_jax.settings import define_flags as define_settings_flags
 from musicgen_jax.settings import from_flags
 
@@ -54,12 +57,15 @@ def main(flag_values: flags.FlagValues) -> None:
   else:
     result = generate.sample_workdir(flag_values.workdir, flag_values.out_dir,
                                      overwrite=flag_values.overwrite, **options)
-  print(json.dumps({"out_dir": os.path.abspath(flag_values.out_dir),
-                    "midi": [os.path.basename(p) for p in result.midi_paths],
-                    "audio": [os.path.basename(p) for p in result.audio_paths],
-                    "page": os.path.abspath(result.page_path),
-                    "checkpoint_step": result.record["checkpoint_step"],
-                    "frames_per_s": result.record["frames_per_s"]}))
+  summary = {"out_dir": os.path.abspath(flag_values.out_dir),
+             "midi": [os.path.basename(p) for p in result.midi_paths],
+             "audio": [os.path.basename(p) for p in result.audio_paths],
+             "page": os.path.abspath(result.page_path),
+             "checkpoint_step": result.record["checkpoint_step"],
+             "frames_per_s": result.record["frames_per_s"]}
+  if result.judge is not None:
+    summary["judge"] = judge.summary(result.judge)
+  print(json.dumps(summary))
 
 
 def run():

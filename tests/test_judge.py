@@ -83,3 +83,11 @@ def test_program_compares_two_folders(tmp_path, capsys):
   assert json.loads((tmp_path / "r.json").read_text())["generated"]["balanced_accuracy"] > 0.9
   with pytest.raises(FileNotFoundError, match="no .mid/.midi files"):
     judge.read_midi_folder(str(tmp_path / "missing"))
+  # the evaluator reports it beside the overlap statistic, reading the samples as the run does
+  from musicgen_jax import evaluate  # pylint: disable=import-outside-toplevel
+  from musicgen_jax.data import STUDY_FRAME, DataConfig, Piece  # pylint: disable=import-outside-toplevel
+  real = [Piece(str(i), f) for i, f in enumerate(pieces(4, 6, (4, 6), [0.5]))]
+  report = evaluate.judge_midi_dir(str(tmp_path / "a"), DataConfig(**STUDY_FRAME), real)
+  assert report["generated"]["balanced_accuracy"] > 0.9 and report["generated"]["length"] == 96
+  assert "at least 5 excerpts" in evaluate.judge_midi_dir(
+      str(tmp_path / "a"), DataConfig(**STUDY_FRAME), real[:1])["error"]

@@ -18,6 +18,7 @@ from musicgen_jax import plotting, sampling
 from musicgen_jax import train as train_lib
 from musicgen_jax import workdir as workdir_lib
 from musicgen_jax.encoding import FRAME_DIM, MidiError, frames_to_midi, midi_to_frames
+from musicgen_jax.data import Piece
 from musicgen_jax.models import apply_model, init_params, is_causal
 from toy import toy_config, toy_dataset, toy_frames
 
@@ -72,6 +73,32 @@ def test_writes_midi_json_and_png_with_the_held_out_prime(run, tmp_path):
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_reference_judges_the_samples_against_a_split_and_a_folder(run, tmp_path):
+  pytest.importorskip("sklearn")
+  workdir, _, dataset = run
+  splits = {"train": dataset["train"],  # 2 excerpts of 12 frames in each test piece:
+            "test": [Piece(f"test/{i}", toy_frames(300 + i, 30)) for i in range(4)]}
+  result = _sample(workdir, tmp_path / "split", num_samples=5, dataset=splits,
+                   reference="test")
+  written = json.load(open(tmp_path / "split" / "judge.json"))
+  assert written["reference"] == "the test split" == result.judge["reference"]
+  generated, floor = written["generated"], written["floor"]
+  assert (generated["excerpts_a"], generated["excerpts_b"]) == (5, 8)  # after the prime
+  assert (floor["excerpts_a"], floor["excerpts_b"]) == (18, 8)  # train 40..45 frames
+  for r in (generated, floor):
+    assert 0.0 <= r["balanced_accuracy"] <= 1.0 and r["length"] == GENERATE
+  assert written["above_floor"] == pytest.approx(
+      generated["balanced_accuracy"] - floor["balanced_accuracy"])
+  real = tmp_path / "real"
+  real.mkdir()
+  for piece in splits["test"]:
+    frames_to_midi(piece.frames).save(str(real / f"{piece.name[5:]}.mid"))
+  folder = _sample(workdir, tmp_path / "folder", num_samples=5, dataset=splits,
+                   reference=str(real)).judge
+  assert folder["reference"] == str(real) and "floor" not in folder
+  assert folder["generated"]["excerpts_b"] == 8
+
+
 def test_same_seed_same_midi_different_seed_different_midi(run, tmp_path):
   workdir, prime_midi, _ = run
   outs = {name: tmp_path / name for name in ("a", "b", "c")}
@@ -120,6 +147,8 @@ def _transformer_workdir(workdir, tmp_path):
     ("top_p 0", ValueError, "--top_p must be in"),
     ("top_p 1.5", ValueError, "--top_p must be in"),
     ("out_dir under a file", ValueError, "cannot write to --out_dir"),
+    ("too few samples to judge", ValueError, "at least 5 excerpts of 12 frames"),
+    ("no reference folder", FileNotFoundError, "--reference="),
 ])
 def test_bad_input_fails_before_loading_the_model(run, tmp_path, monkeypatch, case, error,
                                                   message):
@@ -165,6 +194,10 @@ def test_bad_input_fails_before_loading_the_model(run, tmp_path, monkeypatch, ca
   elif case == "out_dir under a file":
     (tmp_path / "file").write_text("x")
     out = tmp_path / "file" / "out"
+  elif case == "too few samples to judge":
+    kwargs.update(reference="test", num_samples=4)  # 4 samples of 12 frames: 4 excerpts
+  elif case == "no reference folder":
+    kwargs.update(reference=str(tmp_path / "missing"), num_samples=5)
   with pytest.raises(error, match=message):
     _sample(workdir, out, **kwargs)
 
