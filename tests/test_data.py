@@ -458,6 +458,27 @@ def test_a_chorales_pickup_is_leading_silence():
   assert metre[0, -2] == 3.0 and 0.0 in metre[:4, -2]
 
 
+def test_music21_corpus_by_collection_one_piece_per_tune(tmp_path):
+  pytest.importorskip("music21")
+  listed = sources.list_music21_corpus("EssenFolksong")  # case-insensitive
+  assert len(listed) > 1000 and all(f.name.startswith("essenFolksong/") for f in listed)
+  tune = next(f for f in listed if f.name == "essenFolksong/altdeu10.abc#104")
+  assert tune.number == 104 and tune.signature[-1] == 104
+  # a tune whose bars share one TimeSignature object (music21's export refused it)
+  piece, reason = sources.encode_source_file("music21_corpus", tune, dict(
+      config_lib.DataConfig().encoding_settings))
+  assert reason is None and piece.num_frames > 20
+  cfg = config_lib.DataConfig(dataset="music21_corpus", corpus="essenFolksong,schoenberg",
+                              max_files=3, num_workers=1, cache_dir=str(tmp_path / "c"))
+  dataset = pipeline.load_dataset(cfg)
+  assert sorted(all_pieces(dataset)) == [f.name for f in listed[:3]]
+  assert dataset.summary["collections"] == {"essenFolksong": {
+      "pieces": 3, "frames": dataset.summary["num_frames"], "skipped": 0}}
+  with pytest.raises(ValueError, match="not a collection of music21's corpus; choose from "
+                     ".*palestrina"):
+    sources.list_music21_corpus("palestrina,nosuchcomposer")
+
+
 def test_bach_chorales_without_music21_says_how_to_install(monkeypatch):
   import builtins  # pylint: disable=g-import-not-at-top
   real_import = builtins.__import__

@@ -9,7 +9,7 @@ from musicgen_jax.encoding import DURATION_MODES, SUSTAIN_PEDAL_MODES
 from musicgen_jax.midi import READERS
 from musicgen_jax.settings import FREE, Settings, in_range, non_negative, positive, setting
 
-DATASETS = ("bach_chorales", "midi_dir", "json")
+DATASETS = ("bach_chorales", "music21_corpus", "midi_dir", "json")
 CACHE_DIR_ENV = "MUSICGEN_CACHE_DIR"
 
 
@@ -37,8 +37,14 @@ class DataConfig(Settings):
 
   dataset: str = setting(
       "bach_chorales", "Where the music comes from: 'bach_chorales' (the chorales in music21's "
-      "corpus, no download), 'midi_dir' (every .mid/.midi below --data_dir) or 'json' (the "
+      "corpus, no download), 'music21_corpus' (the rest of music21's corpus, chosen by "
+      "--corpus), 'midi_dir' (every .mid/.midi below --data_dir) or 'json' (the "
       "polyphonic-music benchmark file at --data_path).", choices=DATASETS)
+  corpus: str = setting(
+      "", "--dataset=music21_corpus: comma-separated collections of music21's corpus (its "
+      "folders: composers such as palestrina, monteverdi, beethoven, mozart, haydn, or "
+      "collections such as trecento, essenFolksong, oneills1850, ryansMammoth; an unknown "
+      "name lists them all); empty = every collection but bach, demos and theoryExercises.")
   data_dir: str | None = setting(
       None, "Folder searched recursively for .mid/.midi files (--dataset=midi_dir).")
   data_path: str | None = setting(

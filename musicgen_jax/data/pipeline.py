@@ -158,7 +158,7 @@ def encode_files(kind: str, files: list[sources.SourceFile], settings: dict, *,
   """Encodes MIDI source files, in worker processes when num_workers != 1.
 
   Args:
-    kind: 'midi_dir' or 'bach_chorales'.
+    kind: 'midi_dir', 'bach_chorales' or 'music21_corpus'.
     files: the files to encode.
     settings: steps_per_quarter, duration_mode, include_drums.
     num_workers: processes; 0 = all cores; 1 = in this process.
@@ -257,6 +257,9 @@ def _list_source(cfg: DataConfig) -> tuple[list[sources.SourceFile], str]:
   if cfg.dataset == "midi_dir":
     return (sources.list_midi_files(cfg.data_dir),
             os.path.abspath(os.path.expanduser(cfg.data_dir)))
+  if cfg.dataset == "music21_corpus":
+    return (sources.list_music21_corpus(cfg.corpus),
+            f"music21 corpus ({cfg.corpus or 'all but ' + ', '.join(sources.CORPUS_DEFAULT_EXCLUDED)})")
   return sources.list_bach_chorales(), "music21 corpus (Bach chorales)"
 
 
@@ -297,7 +300,8 @@ def _encode_into(entries: dict, to_encode: list, cfg: DataConfig, location: str,
 
 
 def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
-  """midi_dir / bach_chorales: list files, reuse cached ones, encode the rest."""
+  """midi_dir / bach_chorales / music21_corpus: list files, reuse cached ones, encode the
+  rest."""
   listed, location = _list_source(cfg)
   files = listed[:cfg.max_files] if cfg.max_files else listed
   # The parser in use is part of the key: on malformed files the two may differ.
@@ -402,6 +406,19 @@ def _split_pieces(cfg: DataConfig, entries: list) -> dict[str, list[Piece]]:
   return splits
 
 
+def _per_collection(entries: list, skipped: list) -> dict:
+  """{collection (the name's first folder): {'pieces', 'frames', 'skipped'}}."""
+  out = {}
+  blank = lambda: {"pieces": 0, "frames": 0, "skipped": 0}
+  for e in entries:
+    row = out.setdefault(e.name.split("/")[0], blank())
+    row["pieces"] += 1
+    row["frames"] += e.piece.num_frames
+  for name, _ in skipped:
+    out.setdefault(name.split("/")[0], blank())["skipped"] += 1
+  return dict(sorted(out.items()))
+
+
 def _summary(cfg: DataConfig, info: dict, entries: list, skipped: list,
              splits: dict[str, list[Piece]]) -> dict:
   summary = dict(info)
@@ -417,6 +434,8 @@ def _summary(cfg: DataConfig, info: dict, entries: list, skipped: list,
   summary.update({k: sum(int(e.piece.stats.get(k, 0)) for e in entries)
                   for k in ("dropped_out_of_range", "dropped_drums", "unclosed_notes",
                             "pedal_extended_notes")})
+  if cfg.dataset == "music21_corpus":  # what each chosen collection gave
+    summary["collections"] = _per_collection(entries, skipped)
   if cfg.velocity_bins:  # files played at one velocity carry no dynamics to learn
     summary["constant_velocity_files"] = sorted(
         e.name for e in entries

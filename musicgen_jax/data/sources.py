@@ -1,11 +1,14 @@
-"""Where the music comes from: a MIDI folder, music21's Bach chorales, or JSON.
+"""Where the music comes from: a MIDI folder, music21's corpus (its Bach chorales, or the
+rest chosen by collection), or JSON.
 
-MIDI sources (midi_dir, bach_chorales) are lists of `SourceFile`s, each encoded
+MIDI sources (midi_dir, bach_chorales, music21_corpus) are lists of `SourceFile`s, each
+encoded
 on its own (possibly in another process) by `encode_source_file`, which returns
 a `SparsePiece` (note coordinates + durations) or the reason it was skipped.
 The JSON benchmark source is converted in one go by `read_json_benchmark`.
 """
 
+import copy
 import dataclasses
 import hashlib
 import io
@@ -39,11 +42,13 @@ class SourceFile:
     signature: identity for the cache (size, mtime_ns, ...); a file whose
       signature changes is re-encoded.
     size: bytes, to schedule large files first.
+    number: for a file of many tunes (ABC), the tune's X: number; None = the whole file.
   """
   name: str
   path: str
   signature: tuple
   size: int = 0
+  number: int | None = None
 
 
 @dataclasses.dataclass
@@ -183,6 +188,81 @@ def list_bach_chorales() -> list[SourceFile]:
   return files
 
 
+# music21 corpus folders left out of --dataset=music21_corpus by default: the chorales have
+# their own source; the demos and theory exercises are not repertoire.
+CORPUS_DEFAULT_EXCLUDED = ("bach", "demos", "theoryExercises")
+SCORE_EXTENSIONS = CHORALE_EXTENSIONS + (".abc",)
+
+
+def _corpus_root(music21) -> str:
+  return os.path.dirname(os.path.abspath(music21.corpus.__file__))
+
+
+def corpus_collections() -> dict[str, list[str]]:
+  """{collection (a top folder of music21's corpus): its score files (sorted paths)}."""
+  music21 = _import_music21()
+  root = _corpus_root(music21)
+  found: dict[str, list[str]] = {}
+  for path in map(str, music21.corpus.getCorePaths()):
+    if path.lower().endswith(SCORE_EXTENSIONS):
+      top = os.path.relpath(path, root).split(os.sep)[0]
+      found.setdefault(top, []).append(path)
+  return {k: sorted(v) for k, v in sorted(found.items())}
+
+
+def _abc_tunes(path: str) -> list[int]:
+  """The X: numbers of the tunes in an ABC file (one per tune)."""
+  numbers = []
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      if line.startswith("X:"):
+        digits = "".join(c for c in line[2:].strip() if c.isdigit())
+        if digits:
+          numbers.append(int(digits))
+  return numbers
+
+
+def _corpus_selection(corpus: str, available: dict) -> list[str]:
+  wanted = [c.strip() for c in corpus.split(",") if c.strip()]
+  if not wanted:
+    return [c for c in available if c not in CORPUS_DEFAULT_EXCLUDED]
+  by_lower = {c.lower(): c for c in available}
+  unknown = [c for c in wanted if c.lower() not in by_lower]
+  if unknown:
+    raise ValueError(f"--corpus: {', '.join(unknown)} is not a collection of music21's "
+                     f"corpus; choose from {', '.join(available)}")
+  return [by_lower[c.lower()] for c in wanted]
+
+
+def list_music21_corpus(corpus: str = "") -> list[SourceFile]:
+  """The score files of music21's corpus in the chosen collections (sorted by name).
+
+  corpus: comma-separated collections (`corpus_collections`), case-insensitive; empty = all
+  but CORPUS_DEFAULT_EXCLUDED. An ABC file holding several tunes gives one SourceFile per
+  tune, named '<file>#<X number>'. Signatures hold music21's version and each file's size
+  and content hash, as for the chorales.
+  """
+  music21 = _import_music21()
+  version, root = str(music21.__version__), _corpus_root(music21)
+  available = corpus_collections()
+  files = []
+  for collection in _corpus_selection(corpus, available):
+    for path in available[collection]:
+      name = os.path.relpath(path, root).replace(os.sep, "/")
+      size = os.path.getsize(path)
+      signature = (version, size, file_sha256(path)[:24])
+      tunes = _abc_tunes(path) if path.lower().endswith(".abc") else []
+      if len(tunes) > 1:
+        files += [SourceFile(f"{name}#{n}", path, signature + (n,), size // len(tunes), n)
+                  for n in dict.fromkeys(tunes)]
+      else:
+        files.append(SourceFile(name, path, signature, size))
+  if not files:
+    raise ValueError(f"music21 {version} has no scores in --corpus={corpus!r}")
+  files.sort(key=lambda f: f.name)
+  return files
+
+
 def chorale_midi_bytes(path: str) -> bytes:
   """Parses a corpus score with music21 and exports it to MIDI bytes.
 
@@ -192,8 +272,31 @@ def chorale_midi_bytes(path: str) -> bytes:
   files write it, so that `EncodeStats.start_step` places the first beat in its bar;
   music21's export would start the pickup on the downbeat.
   """
+  return score_midi_bytes(path)
+
+
+def _unshare_time_signatures(music21, score) -> None:
+  """music21's ABC reader puts one TimeSignature object in every bar that returns to a
+  metre; its MIDI export then refuses the object's second appearance. Each bar gets its own
+  copy (the same metre, so the same MIDI)."""
+  seen = set()
+  for measure in score.recurse().getElementsByClass(music21.stream.Measure):
+    for ts in list(measure.getElementsByClass(music21.meter.TimeSignature)):
+      if id(ts) in seen:
+        measure.replace(ts, copy.deepcopy(ts))
+      else:
+        seen.add(id(ts))
+
+
+def score_midi_bytes(path: str, number: int | None = None) -> bytes:
+  """Any score music21 reads (a file, or tune `number` of a many-tune ABC file) as MIDI
+  bytes, a pickup bar as leading silence (see `chorale_midi_bytes`)."""
   music21 = _import_music21()
-  score = music21.converter.parse(path, forceSource=True, storePickle=False)
+  extra = {} if number is None else {"number": number}
+  score = music21.converter.parse(path, forceSource=True, storePickle=False, **extra)
+  if isinstance(score, music21.stream.Opus):  # a file of tunes read whole: its first
+    score = score.scores[0]
+  _unshare_time_signatures(music21, score)
   exported = music21.midi.translate.streamToMidiFile(score)
   bars = score.parts[0].getElementsByClass("Measure") if score.parts else []
   pickup = float(bars[0].paddingLeft) if len(bars) else 0.0
@@ -218,7 +321,7 @@ def encode_source_file(kind: str, source_file: SourceFile,
   """Encodes one file of a MIDI source.
 
   Args:
-    kind: 'midi_dir' or 'bach_chorales'.
+    kind: 'midi_dir', 'bach_chorales' or 'music21_corpus'.
     source_file: the file.
     settings: steps_per_quarter, duration_mode, include_drums.
 
@@ -228,12 +331,13 @@ def encode_source_file(kind: str, source_file: SourceFile,
   """
   name = source_file.name
   try:
-    if kind == "bach_chorales":
-      music21 = _import_music21()
+    if kind in ("bach_chorales", "music21_corpus"):
       try:
-        source = chorale_midi_bytes(source_file.path)
-      except (music21.Music21Exception, ValueError, OSError) as e:
-        return None, f"music21 could not convert {name} to MIDI: {e}"
+        source = score_midi_bytes(source_file.path, source_file.number)
+      except Exception as e:  # pylint: disable=broad-except
+        # music21 raises many kinds (its own, ValueError, IndexError, ...) on scores it
+        # cannot export; the file is skipped with the reason, never the whole load
+        return None, f"music21 could not convert {name} to MIDI: {type(e).__name__}: {e}"
     elif kind == "midi_dir":
       source = source_file.path
     else:
