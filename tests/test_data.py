@@ -474,6 +474,9 @@ def test_music21_corpus_by_collection_one_piece_per_tune(tmp_path):
   assert sorted(all_pieces(dataset)) == [f.name for f in listed[:3]]
   assert dataset.summary["collections"] == {"essenFolksong": {
       "pieces": 3, "frames": dataset.summary["num_frames"], "skipped": 0}}
+  notes = dataset.summary["licence_notes"]
+  assert sorted(notes) == ["corpus", "essenFolksong"]
+  assert "non-commercial" in open(notes["essenFolksong"], encoding="utf-8").read()
   with pytest.raises(ValueError, match="not a collection of music21's corpus; choose from "
                      ".*palestrina"):
     sources.list_music21_corpus("palestrina,nosuchcomposer")

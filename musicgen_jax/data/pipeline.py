@@ -434,8 +434,9 @@ def _summary(cfg: DataConfig, info: dict, entries: list, skipped: list,
   summary.update({k: sum(int(e.piece.stats.get(k, 0)) for e in entries)
                   for k in ("dropped_out_of_range", "dropped_drums", "unclosed_notes",
                             "pedal_extended_notes")})
-  if cfg.dataset == "music21_corpus":  # what each chosen collection gave
+  if cfg.dataset == "music21_corpus":  # what each chosen collection gave, under what terms
     summary["collections"] = _per_collection(entries, skipped)
+    summary["licence_notes"] = sources.corpus_licence_notes(summary["collections"])
   if cfg.velocity_bins:  # files played at one velocity carry no dynamics to learn
     summary["constant_velocity_files"] = sorted(
         e.name for e in entries

@@ -210,6 +210,19 @@ def corpus_collections() -> dict[str, list[str]]:
   return {k: sorted(v) for k, v in sorted(found.items())}
 
 
+def corpus_licence_notes(collections) -> dict[str, str]:
+  """{'corpus' or a collection: the path of the licence note music21 ships with it}: the
+  corpus's own note (encodings licensed for use, some not for commercial use) and those of
+  the chosen collections that have one."""
+  root = _corpus_root(_import_music21())
+  notes = {}
+  for key, folder in [("corpus", root)] + [(c, os.path.join(root, c)) for c in collections]:
+    path = os.path.join(folder, "license.txt")
+    if os.path.isfile(path):
+      notes[key] = path
+  return notes
+
+
 def _abc_tunes(path: str) -> list[int]:
   """The X: numbers of the tunes in an ABC file (one per tune)."""
   numbers = []
