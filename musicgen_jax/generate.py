@@ -377,9 +377,10 @@ def sample_workdir(run_dir: str, out_dir: str, *, dataset: Any = None, overwrite
 
 def sample_pretrained(name: str, out_dir: str, *, overwrite: bool = False,
                       **options) -> SampleResult:
-  """Samples a model shipped in the package (`pretrained.names()`); its prime.mid by default."""
+  """Samples a model shipped in the package (`pretrained.names()`); its prime.mid by default,
+  and the temperature and top_p the judge chose for it unless options give them."""
   from musicgen_jax import pretrained  # pylint: disable=g-import-not-at-top
-  settings, job = split_options(options)
+  settings, job = split_options(dict(pretrained.sampling_defaults(name), **options))
   if job.step is not None:
     raise ValueError("--step does not apply to a pretrained model")
   if job.prime_midi is None and job.prime_split is None and job.prime_piece is None:

@@ -63,6 +63,13 @@ def info(name: str) -> dict:
   return described
 
 
+def sampling_defaults(name: str) -> dict:
+  """The temperature and top_p the judge chose for a shipped model (`choose_sampling`), or
+  {} for a model shipped without them."""
+  chosen = info(name).get("sampling") or {}
+  return {k: chosen[k] for k in SAMPLING_KEYS if k in chosen}
+
+
 def prime_path(name: str) -> str:
   return os.path.join(model_dir(name), "prime.mid")
 
@@ -109,6 +116,32 @@ def write_prime(config: RunConfig, source_midi: str, frames: int, path: str) -> 
                           time_signature=stats.time_signature).save(path)
 
 
+SAMPLING_KEYS = ("temperature", "top_p")
+
+
+def _judged(workdir: str) -> dict:
+  """What the judge said of W, for info.json: W/sampling.json (`choose_sampling` on the
+  validation split: the chosen setting and its curve) as 'sampling', and W/judge.json (the
+  judge of samples against held-out music, e.g. `sample --reference=test`'s) as 'judge'."""
+  out = {}
+  path = os.path.join(workdir, "sampling.json")
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      chosen = json.load(f)
+    out["sampling"] = dict(
+        {k: chosen[k] for k in ("split", "length", "balanced_accuracy", "spread", "floor",
+                                "floor_spread") + SAMPLING_KEYS},
+        curve=[{k: r[k] for k in SAMPLING_KEYS + ("balanced_accuracy", "spread")}
+               for r in chosen["curve"]])
+  path = os.path.join(workdir, "judge.json")
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      verdict = json.load(f)
+    from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
+    out["judge"] = judge.summary(verdict)
+  return out
+
+
 def export(workdir: str, name: str, prime_midi: str, described: dict,
            models_dir: str = MODELS_DIR, prime_frames: int = 0) -> str:
   """Writes W's best checkpoint as a shipped model; returns its folder.
@@ -138,6 +171,7 @@ def export(workdir: str, name: str, prime_midi: str, described: dict,
     described["test_nll_velocity"] = round(test["nll_velocity"], 4)
   if run.config.model.note_lengths:
     described["test_nll_length"] = round(test["nll_length"], 4)
+  described.update(_judged(workdir))
   with open(os.path.join(folder, "info.json"), "w") as f:
     json.dump(described, f, indent=2)
     f.write("\n")

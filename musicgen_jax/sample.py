@@ -52,6 +52,9 @@ def main(flag_values: flags.FlagValues) -> None:
   options = dict(dataclasses.asdict(from_flags(sampling.SampleSettings, flag_values)),
                  **dataclasses.asdict(from_flags(generate.GenerateConfig, flag_values)))
   if flag_values.pretrained:
+    for key in pretrained.SAMPLING_KEYS:  # unless given, the model's own (chosen by the judge)
+      if not flag_values[key].present:
+        options.pop(key)
     result = generate.sample_pretrained(flag_values.pretrained, flag_values.out_dir,
                                         overwrite=flag_values.overwrite, **options)
   else:

@@ -82,6 +82,37 @@ def test_a_changed_model_is_refused(exported, monkeypatch, tmp_path):
     pretrained.load("toy")
 
 
+def test_the_judges_choice_ships_in_info_and_is_the_sampling_default(exported, tmp_path,
+                                                                      monkeypatch):
+  workdir, _ = exported
+  copy = tmp_path / "w"
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(workdir, copy)
+  curve = [{"temperature": t, "top_p": 1.0, "balanced_accuracy": a, "spread": 0.01}
+           for t, a in ((0.7, 0.6), (1.0, 0.8))]
+  (copy / "sampling.json").write_text(json.dumps(dict(
+      split="valid", length=12, temperature=0.7, top_p=1.0, balanced_accuracy=0.6,
+      spread=0.01, floor=0.55, floor_spread=0.02, curve=curve)))
+  (copy / "judge.json").write_text(json.dumps({
+      "reference": "the test split", "above_floor": 0.1,
+      "generated": {"balanced_accuracy": 0.7, "spread": 0.02, "giveaways": []},
+      "floor": {"balanced_accuracy": 0.6, "spread": 0.03}}))
+  monkeypatch.setattr("musicgen_jax.data.load_dataset", lambda cfg: toy_dataset())
+  prime = str(tmp_path / "prime.mid")
+  frames_to_midi(toy_frames(9, 12)).save(prime)
+  folder = pretrained.export(str(copy), "chosen", prime, {"description": "d", "source": "s",
+                                                          "licence": "l"},
+                             models_dir=str(tmp_path / "models"))
+  described = pretrained.info(folder)
+  assert described["sampling"]["temperature"] == 0.7 and described["sampling"]["curve"] == curve
+  assert described["judge"]["balanced_accuracy"] == 0.7 and described["judge"]["floor"] == 0.6
+  assert pretrained.sampling_defaults(folder) == {"temperature": 0.7, "top_p": 1.0}
+  options = dict(num_frames=4, num_samples=1, prime_frames=5, plot=False, audio="none")
+  chosen = generate.sample_pretrained(folder, str(tmp_path / "a"), **options)
+  given = generate.sample_pretrained(folder, str(tmp_path / "b"), temperature=1.0, **options)
+  assert (chosen.record["temperature"], given.record["temperature"]) == (0.7, 1.0)
+
+
 def test_the_shipped_models_are_there():
   assert set(SHIPPED) <= set(pretrained.names())
 

@@ -269,3 +269,28 @@ def test_each_sampled_frame_follows_the_full_models_prediction(model):
   # allow a handful of such flips in 2 x 12 x 107 draws, no more.
   mismatches = int(np.sum(np.asarray(expected) != frames[:, PRIME:]))
   assert mismatches <= 3, mismatches
+
+
+def test_choose_sampling_scores_each_setting_and_prefers_temperature_one_on_ties(run):
+  pytest.importorskip("sklearn")
+  from musicgen_jax import choose_sampling  # pylint: disable=g-import-not-at-top
+  workdir, _, dataset = run
+  splits = {"train": dataset["train"],
+            "valid": [Piece(f"valid/{i}", toy_frames(400 + i, 30)) for i in range(4)]}
+  result = choose_sampling.choose(workdir_lib.load_run(workdir), splits, "valid",
+                                  temperatures=[0.5, 1.0], top_ps=[1.0], num_frames=GENERATE,
+                                  prime_frames=PRIME, samples_per_prime=2)
+  assert [(r["temperature"], r["top_p"]) for r in result["curve"]] == [(0.5, 1.0), (1.0, 1.0)]
+  assert all(r["excerpts"] == 8 for r in result["curve"])  # 4 primes x 2 samples
+  best = min(r["balanced_accuracy"] for r in result["curve"])
+  assert result["balanced_accuracy"] <= best + choose_sampling.TIE
+  assert 0.0 <= result["floor"] <= 1.0 and result["length"] == GENERATE
+  curve = [dict(temperature=t, top_p=p, balanced_accuracy=a)
+           for t, p, a in ((0.8, 1.0, 0.70), (1.0, 0.9, 0.703), (1.2, 1.0, 0.60))]
+  assert choose_sampling.best_of(curve)["temperature"] == 1.2
+  curve[2]["balanced_accuracy"] = 0.75
+  assert (choose_sampling.best_of(curve)["temperature"], choose_sampling.best_of(curve)["top_p"]
+          ) == (1.0, 0.9)  # 0.703 ties 0.70 and lies nearer T=1, top_p=1
+  with pytest.raises(ValueError, match="at least 5 excerpts"):
+    choose_sampling.choose(workdir_lib.load_run(workdir), splits, "valid", num_frames=GENERATE,
+                           prime_frames=PRIME, samples_per_prime=1)

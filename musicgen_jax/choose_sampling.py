@@ -1,0 +1,168 @@
+r"""Sampling settings chosen by the judge: which temperature and top-p write the music a
+classifier finds hardest to tell from real music?
+
+The lowest-NLL model sampled at temperature 1 need not write the most convincing music. For
+each (temperature, top_p) of a grid, every held-out piece of a split (validation by default)
+primes `samples_per_prime` continuations; the judge (`musicgen_jax.judge`) tells their frames
+after the prime from that split's real excerpts of the same length. The setting with the
+lowest balanced accuracy wins (ties within 0.005: the one nearer temperature 1, top_p 1).
+The floor beside it is the judge between the training split and that split.
+
+    python -m musicgen_jax.choose_sampling --workdir=W --split=valid \
+        --temperatures=0.8,0.9,1.0,1.1 --top_ps=0.9,1.0 --output=W/sampling.json
+    python -m musicgen_jax.choose_sampling --pretrained=chorales --split=test \
+        --temperatures=0.9 --top_ps=1.0        # one setting scored on held-out primes
+
+`musicgen_jax.pretrained` stores the chosen setting and its curve in a shipped model's
+info.json (W/sampling.json when present), and `sample --pretrained` samples with it unless
+--temperature or --top_p is given. Needs scikit-learn: pip install 'musicgen-jax[judge]'.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from absl import flags, logging
+
+from musicgen_jax import cli, generate, judge, sampling
+
+TIE = 0.005  # balanced accuracies closer than this count as equal
+
+
+def _sample_primes(run, primes: Sequence[np.ndarray], settings: sampling.SampleSettings,
+                   samples_per_prime: int, seed: int) -> list[np.ndarray]:
+  """Every prime's continuations (their frames after the prime), one batch per prime."""
+  allowed = generate.allowed_pitches(run.config.model, generate.GenerateConfig())
+  out = []
+  for i, prime in enumerate(primes):
+    frames, _ = generate.sample_frames(run.config.model, run.params, prime, settings,
+                                       samples_per_prime, seed + i, allowed)
+    out += list(frames[:, len(prime):])
+  return out
+
+
+def score_grid(run, pieces: Sequence, temperatures: Sequence[float],
+               top_ps: Sequence[float], *, num_frames: int = judge.DEFAULT_LENGTH,
+               prime_frames: int = 10, samples_per_prime: int = 4, seed: int = 0) -> list[dict]:
+  """The judge of each (temperature, top_p) against `pieces` (the split's real music).
+
+  Returns [{'temperature', 'top_p', 'balanced_accuracy', 'spread', 'giveaways',
+  'seconds'}], one per setting, in grid order.
+  """
+  frames = [getattr(p, "frames", p) for p in pieces]
+  primes = [f[:prime_frames] for f in frames if len(f) >= prime_frames]
+  if not primes:
+    raise ValueError(f"no piece of the split has --prime_frames={prime_frames} frames")
+  generate.check_prime_fits(run.config.model, prime_frames)
+  length = min(judge.DEFAULT_LENGTH, num_frames)
+  judge.check_enough(len(primes) * samples_per_prime * (num_frames // length), length,
+                     f"{len(primes)} primes x --samples_per_prime={samples_per_prime}")
+  judge.check_enough(len(judge.excerpts(frames, length)), length, "the split")
+  curve = []
+  for temperature in temperatures:
+    for top_p in top_ps:
+      start = time.perf_counter()
+      settings = sampling.SampleSettings(num_frames=num_frames, temperature=temperature,
+                                         top_p=top_p)
+      generated = _sample_primes(run, primes, settings, samples_per_prime, seed)
+      verdict = judge.two_sample_test(generated, frames, length=length,
+                                      steps_per_quarter=run.config.data.steps_per_quarter)
+      curve.append({"temperature": temperature, "top_p": top_p,
+                    "balanced_accuracy": verdict["balanced_accuracy"],
+                    "spread": verdict["spread"], "excerpts": verdict["excerpts_a"],
+                    "giveaways": [g["feature"] for g in verdict["giveaways"][:3]],
+                    "seconds": round(time.perf_counter() - start, 1)})
+      logging.info("temperature %g, top_p %g: balanced accuracy %.3f +- %.3f (%.0f s)",
+                   temperature, top_p, verdict["balanced_accuracy"], verdict["spread"],
+                   curve[-1]["seconds"])
+  return curve
+
+
+def best_of(curve: Sequence[dict]) -> dict:
+  """The lowest balanced accuracy; within TIE of it, the setting nearest T=1, top_p=1."""
+  lowest = min(r["balanced_accuracy"] for r in curve)
+  near = [r for r in curve if r["balanced_accuracy"] <= lowest + TIE]
+  return min(near, key=lambda r: abs(r["temperature"] - 1.0) + abs(r["top_p"] - 1.0))
+
+
+def choose(run, dataset, split: str = "valid", temperatures: Sequence[float] = (1.0,),
+           top_ps: Sequence[float] = (1.0,), **kw) -> dict:
+  """score_grid on `split` of a loaded dataset, the best setting and the judge's floor."""
+  pieces = dataset[split]
+  curve = score_grid(run, pieces, temperatures, top_ps, **kw)
+  length = min(judge.DEFAULT_LENGTH, kw.get("num_frames", judge.DEFAULT_LENGTH))
+  floor = judge.two_sample_test([p.frames for p in dataset["train"]],
+                                [p.frames for p in pieces], length=length,
+                                steps_per_quarter=run.config.data.steps_per_quarter)
+  best = best_of(curve)
+  return {"split": split, "num_pieces": len(pieces), "length": length,
+          "temperature": best["temperature"], "top_p": best["top_p"],
+          "balanced_accuracy": best["balanced_accuracy"], "spread": best["spread"],
+          "floor": floor["balanced_accuracy"], "floor_spread": floor["spread"],
+          "curve": curve, **kw}
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).",
+                      flag_values=flag_values)
+  flags.DEFINE_string("pretrained", None, "Instead of --workdir: a model shipped in the "
+                      "package (its data must be where its config says).",
+                      flag_values=flag_values)
+  flags.DEFINE_enum("split", "valid", ["valid", "test"], "Whose pieces prime the samples and "
+                    "are the real music they are judged against.", flag_values=flag_values)
+  flags.DEFINE_list("temperatures", ["0.8", "0.9", "1.0", "1.1"], "Note temperatures to try.",
+                    flag_values=flag_values)
+  flags.DEFINE_list("top_ps", ["0.9", "1.0"], "Duration top-p values to try.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("num_frames", judge.DEFAULT_LENGTH, "Frames sampled after each prime "
+                       "(the judge's excerpts are as long, at most 256).", lower_bound=2,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("prime_frames", 10, "Frames of each held-out piece that prime it.",
+                       lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_integer("samples_per_prime", 4, "Continuations per prime.", lower_bound=1,
+                       flag_values=flag_values)
+  flags.DEFINE_integer("seed", 0, "Sampling seed (prime i uses seed + i).",
+                       flag_values=flag_values)
+  flags.DEFINE_string("output", None, "Also write the result here as JSON.",
+                      flag_values=flag_values)
+
+
+def _floats(values: Sequence[str], name: str) -> list[float]:
+  try:
+    return [float(v) for v in values]
+  except ValueError as e:
+    raise cli.UsageError(f"--{name} must be numbers, got {','.join(values)}") from e
+
+
+def main(flag_values: flags.FlagValues) -> None:
+  from musicgen_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from musicgen_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
+  if bool(flag_values.workdir) == bool(flag_values.pretrained):
+    raise cli.UsageError("give --workdir (a trained run) or --pretrained (a shipped model)")
+  temperatures = _floats(flag_values.temperatures, "temperatures")
+  top_ps = _floats(flag_values.top_ps, "top_ps")
+  for t, p in ((t, p) for t in temperatures for p in top_ps):  # every value checked first
+    sampling.SampleSettings(temperature=t, top_p=p)
+  judge.require_sklearn()
+  run = (workdir_lib.load_run(flag_values.workdir) if flag_values.workdir
+         else pretrained.load(flag_values.pretrained))
+  result = choose(run, load_dataset(run.config.data), flag_values.split, temperatures, top_ps,
+                  num_frames=flag_values.num_frames, prime_frames=flag_values.prime_frames,
+                  samples_per_prime=flag_values.samples_per_prime, seed=flag_values.seed)
+  print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
+  if flag_values.output:
+    with open(flag_values.output, "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=2)
+      f.write("\n")
+
+
+def run():
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  run()
