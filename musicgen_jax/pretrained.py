@@ -122,7 +122,8 @@ SAMPLING_KEYS = ("temperature", "top_p")
 def _judged(workdir: str) -> dict:
   """What the judge said of W, for info.json: W/sampling.json (`choose_sampling` on the
   validation split: the chosen setting and its curve) as 'sampling', and W/judge.json (the
-  judge of samples against held-out music, e.g. `sample --reference=test`'s) as 'judge'."""
+  judge of samples against held-out music: `sample --reference=test`'s judge.json, or
+  `choose_sampling --split=test`'s output) as 'judge'."""
   out = {}
   path = os.path.join(workdir, "sampling.json")
   if os.path.isfile(path):
@@ -137,9 +138,22 @@ def _judged(workdir: str) -> dict:
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as f:
       verdict = json.load(f)
-    from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
-    out["judge"] = judge.summary(verdict)
+    out["judge"] = _judge_summary(verdict)
   return out
+
+
+def _judge_summary(verdict: dict) -> dict:
+  """The headline of `sample --reference`'s judge.json, or of `choose_sampling`'s output
+  (then: its primes are the split's own pieces)."""
+  from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
+  if "generated" in verdict:
+    return judge.summary(verdict)
+  return {"reference": f"the {verdict['split']} split, each piece priming "
+                       f"{verdict['samples_per_prime']} continuations",
+          **{k: round(verdict[k], 4) for k in ("balanced_accuracy", "spread", "floor",
+                                               "floor_spread")},
+          "above_floor": round(verdict["balanced_accuracy"] - verdict["floor"], 4),
+          **{k: verdict[k] for k in SAMPLING_KEYS}}
 
 
 def export(workdir: str, name: str, prime_midi: str, described: dict,

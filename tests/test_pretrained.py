@@ -107,6 +107,11 @@ def test_the_judges_choice_ships_in_info_and_is_the_sampling_default(exported, t
   assert described["sampling"]["temperature"] == 0.7 and described["sampling"]["curve"] == curve
   assert described["judge"]["balanced_accuracy"] == 0.7 and described["judge"]["floor"] == 0.6
   assert pretrained.sampling_defaults(folder) == {"temperature": 0.7, "top_p": 1.0}
+  held_out_primes = pretrained._judge_summary(dict(  # pylint: disable=protected-access
+      split="test", samples_per_prime=4, balanced_accuracy=0.65, spread=0.02, floor=0.6,
+      floor_spread=0.03, temperature=0.7, top_p=1.0, curve=[]))  # choose_sampling's output
+  assert held_out_primes["above_floor"] == pytest.approx(0.05)
+  assert held_out_primes["reference"].startswith("the test split, each piece priming 4")
   options = dict(num_frames=4, num_samples=1, prime_frames=5, plot=False, audio="none")
   chosen = generate.sample_pretrained(folder, str(tmp_path / "a"), **options)
   given = generate.sample_pretrained(folder, str(tmp_path / "b"), temperature=1.0, **options)
