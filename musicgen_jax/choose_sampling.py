@@ -2,9 +2,10 @@ r"""Sampling settings chosen by the judge: which temperature and top-p write the
 classifier finds hardest to tell from real music?
 
 The lowest-NLL model sampled at temperature 1 need not write the most convincing music. For
-each (temperature, top_p) of a grid, every held-out piece of a split (validation by default)
-primes `samples_per_prime` continuations; the judge (`musicgen_jax.judge`) tells their frames
-after the prime from that split's real excerpts of the same length. The setting with the
+each (temperature, top_p, and optionally max_polyphony) of a grid, every held-out piece of a
+split (validation by default) primes `samples_per_prime` continuations; the judge
+(`musicgen_jax.judge`) tells their frames after the prime from that split's real excerpts of
+the same length. The setting with the
 lowest balanced accuracy wins (ties within 0.005: the one nearer temperature 1, top_p 1).
 The floor beside it is the judge between the training split and that split.
 
@@ -20,6 +21,7 @@ info.json (W/sampling.json when present), and `sample --pretrained` samples with
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -30,6 +32,7 @@ from absl import flags, logging
 from musicgen_jax import cli, generate, judge, sampling
 
 TIE = 0.005  # balanced accuracies closer than this count as equal
+KEYS = ("temperature", "top_p", "max_polyphony")  # the settings searched
 
 
 def _sample_primes(run, primes: Sequence[np.ndarray], settings: sampling.SampleSettings,
@@ -45,12 +48,14 @@ def _sample_primes(run, primes: Sequence[np.ndarray], settings: sampling.SampleS
 
 
 def score_grid(run, pieces: Sequence, temperatures: Sequence[float],
-               top_ps: Sequence[float], *, num_frames: int = judge.DEFAULT_LENGTH,
-               prime_frames: int = 10, samples_per_prime: int = 4, seed: int = 0) -> list[dict]:
-  """The judge of each (temperature, top_p) against `pieces` (the split's real music).
+               top_ps: Sequence[float], *, max_polyphonies: Sequence[int] = (0,),
+               num_frames: int = judge.DEFAULT_LENGTH, prime_frames: int = 10,
+               samples_per_prime: int = 4, seed: int = 0) -> list[dict]:
+  """The judge of each (temperature, top_p, max_polyphony) against `pieces` (the split's
+  real music).
 
-  Returns [{'temperature', 'top_p', 'balanced_accuracy', 'spread', 'giveaways',
-  'seconds'}], one per setting, in grid order.
+  Returns [{'temperature', 'top_p', 'max_polyphony', 'balanced_accuracy', 'spread',
+  'excerpts', 'giveaways', 'seconds'}], one per setting, in grid order.
   """
   frames = [getattr(p, "frames", p) for p in pieces]
   primes = [f[:prime_frames] for f in frames if len(f) >= prime_frames]
@@ -62,35 +67,35 @@ def score_grid(run, pieces: Sequence, temperatures: Sequence[float],
                      f"{len(primes)} primes x --samples_per_prime={samples_per_prime}")
   judge.check_enough(len(judge.excerpts(frames, length)), length, "the split")
   curve = []
-  for temperature in temperatures:
-    for top_p in top_ps:
-      start = time.perf_counter()
-      settings = sampling.SampleSettings(num_frames=num_frames, temperature=temperature,
-                                         top_p=top_p)
-      generated = _sample_primes(run, primes, settings, samples_per_prime, seed)
-      verdict = judge.two_sample_test(generated, frames, length=length,
-                                      steps_per_quarter=run.config.data.steps_per_quarter)
-      curve.append({"temperature": temperature, "top_p": top_p,
-                    "balanced_accuracy": verdict["balanced_accuracy"],
-                    "spread": verdict["spread"], "excerpts": verdict["excerpts_a"],
-                    "giveaways": [g["feature"] for g in verdict["giveaways"][:3]],
-                    "seconds": round(time.perf_counter() - start, 1)})
-      logging.info("temperature %g, top_p %g: balanced accuracy %.3f +- %.3f (%.0f s)",
-                   temperature, top_p, verdict["balanced_accuracy"], verdict["spread"],
-                   curve[-1]["seconds"])
+  for setting in itertools.product(temperatures, top_ps, max_polyphonies):
+    start = time.perf_counter()
+    settings = sampling.SampleSettings(num_frames=num_frames, **dict(zip(KEYS, setting)))
+    generated = _sample_primes(run, primes, settings, samples_per_prime, seed)
+    verdict = judge.two_sample_test(generated, frames, length=length,
+                                    steps_per_quarter=run.config.data.steps_per_quarter)
+    curve.append(dict(zip(KEYS, setting), balanced_accuracy=verdict["balanced_accuracy"],
+                      spread=verdict["spread"], excerpts=verdict["excerpts_a"],
+                      giveaways=[g["feature"] for g in verdict["giveaways"][:3]],
+                      seconds=round(time.perf_counter() - start, 1)))
+    logging.info("temperature %g, top_p %g, max_polyphony %d: balanced accuracy %.3f +- "
+                 "%.3f (%.0f s)", *setting, verdict["balanced_accuracy"], verdict["spread"],
+                 curve[-1]["seconds"])
   return curve
 
 
 def best_of(curve: Sequence[dict]) -> dict:
-  """The lowest balanced accuracy; within TIE of it, the setting nearest T=1, top_p=1."""
+  """The lowest balanced accuracy; within TIE of it, the setting nearest T=1, top_p=1 (and
+  then the one without a polyphony limit, else the loosest)."""
   lowest = min(r["balanced_accuracy"] for r in curve)
   near = [r for r in curve if r["balanced_accuracy"] <= lowest + TIE]
-  return min(near, key=lambda r: abs(r["temperature"] - 1.0) + abs(r["top_p"] - 1.0))
+  return min(near, key=lambda r: (abs(r["temperature"] - 1.0) + abs(r["top_p"] - 1.0),
+                                  -(r.get("max_polyphony") or 10**6)))
 
 
 def choose(run, dataset, split: str = "valid", temperatures: Sequence[float] = (1.0,),
            top_ps: Sequence[float] = (1.0,), **kw) -> dict:
-  """score_grid on `split` of a loaded dataset, the best setting and the judge's floor."""
+  """score_grid on `split` of a loaded dataset, with the best setting and the judge's floor
+  (training split against `split`)."""
   pieces = dataset[split]
   curve = score_grid(run, pieces, temperatures, top_ps, **kw)
   length = min(judge.DEFAULT_LENGTH, kw.get("num_frames", judge.DEFAULT_LENGTH))
@@ -99,7 +104,7 @@ def choose(run, dataset, split: str = "valid", temperatures: Sequence[float] = (
                                 steps_per_quarter=run.config.data.steps_per_quarter)
   best = best_of(curve)
   return {"split": split, "num_pieces": len(pieces), "length": length,
-          "temperature": best["temperature"], "top_p": best["top_p"],
+          **{k: best[k] for k in KEYS},
           "balanced_accuracy": best["balanced_accuracy"], "spread": best["spread"],
           "floor": floor["balanced_accuracy"], "floor_spread": floor["spread"],
           "curve": curve, **kw}
@@ -117,6 +122,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                     flag_values=flag_values)
   flags.DEFINE_list("top_ps", ["0.9", "1.0"], "Duration top-p values to try.",
                     flag_values=flag_values)
+  flags.DEFINE_list("max_polyphonies", ["0"], "Notes-per-frame limits to try (0 = none; see "
+                    "sample --max_polyphony).", flag_values=flag_values)
   flags.DEFINE_integer("num_frames", judge.DEFAULT_LENGTH, "Frames sampled after each prime "
                        "(the judge's excerpts are as long, at most 256).", lower_bound=2,
                        flag_values=flag_values)
@@ -145,13 +152,15 @@ def main(flag_values: flags.FlagValues) -> None:
     raise cli.UsageError("give --workdir (a trained run) or --pretrained (a shipped model)")
   temperatures = _floats(flag_values.temperatures, "temperatures")
   top_ps = _floats(flag_values.top_ps, "top_ps")
-  for t, p in ((t, p) for t in temperatures for p in top_ps):  # every value checked first
-    sampling.SampleSettings(temperature=t, top_p=p)
+  limits = [int(v) for v in _floats(flag_values.max_polyphonies, "max_polyphonies")]
+  for setting in itertools.product(temperatures, top_ps, limits):  # every value checked first
+    sampling.SampleSettings(**dict(zip(KEYS, setting)))
   judge.require_sklearn()
   run = (workdir_lib.load_run(flag_values.workdir) if flag_values.workdir
          else pretrained.load(flag_values.pretrained))
   result = choose(run, load_dataset(run.config.data), flag_values.split, temperatures, top_ps,
-                  num_frames=flag_values.num_frames, prime_frames=flag_values.prime_frames,
+                  max_polyphonies=limits, num_frames=flag_values.num_frames,
+                  prime_frames=flag_values.prime_frames,
                   samples_per_prime=flag_values.samples_per_prime, seed=flag_values.seed)
   print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
   if flag_values.output:

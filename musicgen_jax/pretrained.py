@@ -116,7 +116,7 @@ def write_prime(config: RunConfig, source_midi: str, frames: int, path: str) -> 
                           time_signature=stats.time_signature).save(path)
 
 
-SAMPLING_KEYS = ("temperature", "top_p")
+SAMPLING_KEYS = ("temperature", "top_p", "max_polyphony")  # chosen by choose_sampling
 
 
 def _judged(workdir: str) -> dict:
@@ -129,10 +129,10 @@ def _judged(workdir: str) -> dict:
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as f:
       chosen = json.load(f)
+    keys = ("split", "length", "balanced_accuracy", "spread", "floor", "floor_spread")
     out["sampling"] = dict(
-        {k: chosen[k] for k in ("split", "length", "balanced_accuracy", "spread", "floor",
-                                "floor_spread") + SAMPLING_KEYS},
-        curve=[{k: r[k] for k in SAMPLING_KEYS + ("balanced_accuracy", "spread")}
+        {k: chosen[k] for k in keys + SAMPLING_KEYS if k in chosen},
+        curve=[{k: r[k] for k in SAMPLING_KEYS + ("balanced_accuracy", "spread") if k in r}
                for r in chosen["curve"]])
   path = os.path.join(workdir, "judge.json")
   if os.path.isfile(path):
@@ -153,7 +153,7 @@ def _judge_summary(verdict: dict) -> dict:
           **{k: round(verdict[k], 4) for k in ("balanced_accuracy", "spread", "floor",
                                                "floor_spread")},
           "above_floor": round(verdict["balanced_accuracy"] - verdict["floor"], 4),
-          **{k: verdict[k] for k in SAMPLING_KEYS}}
+          **{k: verdict[k] for k in SAMPLING_KEYS if k in verdict}}
 
 
 def export(workdir: str, name: str, prime_midi: str, described: dict,
