@@ -411,14 +411,16 @@ def _judge_reference(config: RunConfig, settings, job: GenerateConfig, dataset: 
 
 
 def _judge_samples(frames: np.ndarray, reference, config: RunConfig, job: GenerateConfig,
-                   settings, out_dir: str) -> dict:
+                   settings, prime: Prime, out_dir: str) -> dict:
   """judge.judge of the sampled frames after the prime; writes O/judge.json."""
   from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
   real, floor, what = reference
   result = judge.judge(list(frames[:, job.prime_frames:]), real, floor,
                        length=judge_length(settings),
                        steps_per_quarter=config.data.steps_per_quarter)
-  result["reference"] = what
+  named = prime.source.get("piece_name") or os.path.basename(prime.source.get("path", "?"))
+  result.update(reference=what, samples=f"{len(frames)} continuations of {named} "
+                f"({job.prime_frames} frames), temperature {settings.temperature:g}")
   logging.info("judge against %s:\n%s", what, judge.format_result(result))
   with open(os.path.join(out_dir, "judge.json"), "w") as f:
     json.dump(result, f, indent=2)
@@ -449,5 +451,5 @@ def _sample(config: RunConfig, load_run, out_dir: str, settings, job: GenerateCo
                out_dir, result.page_path)
   if reference is not None:
     result = dataclasses.replace(result, judge=_judge_samples(frames, reference, config, job,
-                                                              settings, out_dir))
+                                                              settings, prime, out_dir))
   return result

@@ -273,6 +273,8 @@ def summary(result: dict) -> dict:
          "balanced_accuracy": round(result["generated"]["balanced_accuracy"], 4),
          "spread": round(result["generated"]["spread"], 4),
          "giveaways": [g["feature"] for g in result["generated"]["giveaways"][:3]]}
+  if "samples" in result:  # what was judged (sample --reference says)
+    out["samples"] = result["samples"]
   if "floor" in result:
     out.update(floor=round(result["floor"]["balanced_accuracy"], 4),
                floor_spread=round(result["floor"]["spread"], 4),

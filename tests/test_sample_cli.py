@@ -82,6 +82,7 @@ def test_reference_judges_the_samples_against_a_split_and_a_folder(run, tmp_path
                    reference="test")
   written = json.load(open(tmp_path / "split" / "judge.json"))
   assert written["reference"] == "the test split" == result.judge["reference"]
+  assert written["samples"] == f"5 continuations of test/0 ({PRIME} frames), temperature 1"
   generated, floor = written["generated"], written["floor"]
   assert (generated["excerpts_a"], generated["excerpts_b"]) == (5, 8)  # after the prime
   assert (floor["excerpts_a"], floor["excerpts_b"]) == (18, 8)  # train 40..45 frames
