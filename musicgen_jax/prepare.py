@@ -65,10 +65,23 @@ def _summary_lines(summary: dict, settings: dict) -> list[str]:
   if settings.get("sustain_pedal") == "apply":
     lines.append(f"sustain pedal: {summary.get('pedal_extended_notes', 0)} notes held past "
                  "their release")
+  lines += _collection_lines(summary)
   if "constant_velocity_files" in summary:
     constant = summary["constant_velocity_files"]
     lines.append(f"dynamics: {len(constant)} of {summary['num_pieces']} pieces play every note "
                  "at one velocity" + (f" (e.g. {', '.join(constant[:3])})" if constant else ""))
+  return lines
+
+
+def _collection_lines(summary: dict) -> list[str]:
+  """--dataset=music21_corpus: pieces and frames per collection, and the licence notes."""
+  if "collections" not in summary:
+    return []
+  lines = [f"{'collection':<18} {'pieces':>7} {'frames':>9} {'skipped':>8}"]
+  lines += [f"{name:<18} {c['pieces']:>7d} {c['frames']:>9d} {c['skipped']:>8d}"
+            for name, c in summary["collections"].items()]
+  lines += [f"licence note ({name}): {path}"
+            for name, path in summary.get("licence_notes", {}).items()]
   return lines
 
 

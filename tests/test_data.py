@@ -477,6 +477,10 @@ def test_music21_corpus_by_collection_one_piece_per_tune(tmp_path):
   notes = dataset.summary["licence_notes"]
   assert sorted(notes) == ["corpus", "essenFolksong"]
   assert "non-commercial" in open(notes["essenFolksong"], encoding="utf-8").read()
+  from musicgen_jax import prepare  # pylint: disable=g-import-not-at-top
+  report = prepare.format_report(prepare.prepare_statistics(dataset))
+  assert f"essenFolksong            3 {dataset.summary['num_frames']:>9d}        0" in report
+  assert f"licence note (essenFolksong): {notes['essenFolksong']}" in report
   with pytest.raises(ValueError, match="not a collection of music21's corpus; choose from "
                      ".*palestrina"):
     sources.list_music21_corpus("palestrina,nosuchcomposer")
