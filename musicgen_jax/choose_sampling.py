@@ -63,9 +63,10 @@ def score_grid(run, pieces: Sequence, temperatures: Sequence[float],
     raise ValueError(f"no piece of the split has --prime_frames={prime_frames} frames")
   generate.check_prime_fits(run.config.model, prime_frames)
   length = min(judge.DEFAULT_LENGTH, num_frames)
+  hint = "excerpts are as long as --num_frames, at most 256: use fewer frames or more samples"
   judge.check_enough(len(primes) * samples_per_prime * (num_frames // length), length,
-                     f"{len(primes)} primes x --samples_per_prime={samples_per_prime}")
-  judge.check_enough(len(judge.excerpts(frames, length)), length, "the split")
+                     f"{len(primes)} primes x --samples_per_prime={samples_per_prime}", hint=hint)
+  judge.check_enough(len(judge.excerpts(frames, length)), length, "the split", hint=hint)
   curve = []
   for setting in itertools.product(temperatures, top_ps, max_polyphonies):
     start = time.perf_counter()

@@ -403,10 +403,13 @@ def _judge_reference(config: RunConfig, settings, job: GenerateConfig, dataset: 
   from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
   judge.require_sklearn()
   length = judge_length(settings)
+  hint = (f"excerpts are as long as --num_frames, at most {judge.DEFAULT_LENGTH}: sample "
+          "fewer frames or more --num_samples")
   judge.check_enough(job.num_samples * (settings.num_frames // length), length,
-                     f"--num_samples={job.num_samples} x --num_frames={settings.num_frames}")
+                     f"--num_samples={job.num_samples} x --num_frames={settings.num_frames}",
+                     hint=hint)
   real, floor, what = judge.reference_sets(config.data, job.reference, dataset)
-  judge.check_enough(len(judge.excerpts(real, length)), length, what)
+  judge.check_enough(len(judge.excerpts(real, length)), length, what, hint=hint)
   return real, floor, what
 
 

@@ -157,11 +157,12 @@ def reference_sets(data_config: DataConfig, reference: str, dataset=None):
   return read_midi_folder(reference, data_config=data_config), None, os.path.abspath(reference)
 
 
-def check_enough(count: int, length: int, what: str, folds: int = DEFAULT_FOLDS) -> None:
+def check_enough(count: int, length: int, what: str, folds: int = DEFAULT_FOLDS,
+                 hint: str = "shorten --length or give more music") -> None:
   """Fails unless `count` excerpts of `length` frames are enough for `folds` folds."""
   if count < folds:
     raise ValueError(f"the judge needs at least {folds} excerpts of {length} frames in each "
-                     f"set; {what} gives {count} (shorten --length or give more music)")
+                     f"set; {what} gives {count} ({hint})")
 
 
 def require_sklearn():
