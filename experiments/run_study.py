@@ -206,7 +206,8 @@ def write_report(rows: list[dict], report_dir: str, meta: dict) -> None:
     lines.append(f"| {r['name']} | {r['num_steps']} ({r['best_step']}) | {t['nll']:.3f} | "
                  f"{t['nll_notes']:.3f} | {t['nll_duration']:.3f} | "
                  f"{runner.fmt(r['music_stats']['mean_overlap'], 3)} | "
-                 f"{runner.judge_cell(r.get('judge'))} | {r['train_seconds'] / 60:.1f} | {runner.fmt(r['frames_per_s'], 0)} |")
+                 f"{runner.judge_cell(r.get('judge'))} | {r['train_seconds'] / 60:.1f} | "
+                 f"{runner.fmt(r['frames_per_s'], 0)} |")
   lines += ["", "Files: results.json, loss_curves.png, <run>/sample_000.mid and .png (the "
             "prime shaded grey).", ""]
   with open(os.path.join(report_dir, "results.md"), "w") as f:

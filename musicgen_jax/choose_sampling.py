@@ -5,8 +5,8 @@ The lowest-NLL model sampled at temperature 1 need not write the most convincing
 each (temperature, top_p, and optionally max_polyphony) of a grid, every held-out piece of a
 split (validation by default) primes `samples_per_prime` continuations; the judge
 (`musicgen_jax.judge`) tells their frames after the prime from that split's real excerpts of
-the same length. The setting with the
-lowest balanced accuracy wins (ties within 0.005: the one nearer temperature 1, top_p 1).
+the same length. The setting with the lowest balanced accuracy wins (ties within 0.005: the
+one nearer temperature 1, top_p 1, without a polyphony cap).
 The floor beside it is the judge between the training split and that split.
 
     python -m musicgen_jax.choose_sampling --workdir=W --split=valid \
@@ -16,7 +16,8 @@ The floor beside it is the judge between the training split and that split.
 
 `musicgen_jax.pretrained` stores the chosen setting and its curve in a shipped model's
 info.json (W/sampling.json when present), and `sample --pretrained` samples with it unless
---temperature or --top_p is given. Needs scikit-learn: pip install 'musicgen-jax[judge]'.
+--temperature, --top_p or --max_polyphony is given.
+Needs scikit-learn: pip install 'musicgen-jax[judge]'.
 """
 
 from __future__ import annotations
@@ -62,11 +63,12 @@ def score_grid(run, pieces: Sequence, temperatures: Sequence[float],
   if not primes:
     raise ValueError(f"no piece of the split has --prime_frames={prime_frames} frames")
   generate.check_prime_fits(run.config.model, prime_frames)
-  length = min(judge.DEFAULT_LENGTH, num_frames)
-  hint = "excerpts are as long as --num_frames, at most 256: use fewer frames or more samples"
+  length = judge.excerpt_length(num_frames)
   judge.check_enough(len(primes) * samples_per_prime * (num_frames // length), length,
-                     f"{len(primes)} primes x --samples_per_prime={samples_per_prime}", hint=hint)
-  judge.check_enough(len(judge.excerpts(frames, length)), length, "the split", hint=hint)
+                     f"{len(primes)} primes x --samples_per_prime={samples_per_prime}",
+                     hint=judge.SAMPLES_HINT)
+  judge.check_enough(len(judge.excerpts(frames, length)), length, "the split",
+                     hint=judge.SAMPLES_HINT)
   curve = []
   for setting in itertools.product(temperatures, top_ps, max_polyphonies):
     start = time.perf_counter()
@@ -94,21 +96,21 @@ def best_of(curve: Sequence[dict]) -> dict:
 
 
 def choose(run, dataset, split: str = "valid", temperatures: Sequence[float] = (1.0,),
-           top_ps: Sequence[float] = (1.0,), **kw) -> dict:
+           top_ps: Sequence[float] = (1.0,), *, num_frames: int = judge.DEFAULT_LENGTH,
+           **kw) -> dict:
   """score_grid on `split` of a loaded dataset, with the best setting and the judge's floor
   (training split against `split`)."""
-  pieces = dataset[split]
-  curve = score_grid(run, pieces, temperatures, top_ps, **kw)
-  length = min(judge.DEFAULT_LENGTH, kw.get("num_frames", judge.DEFAULT_LENGTH))
-  floor = judge.two_sample_test([p.frames for p in dataset["train"]],
-                                [p.frames for p in pieces], length=length,
+  pieces, train, _ = judge.reference_sets(run.config.data, split, dataset)
+  curve = score_grid(run, pieces, temperatures, top_ps, num_frames=num_frames, **kw)
+  length = judge.excerpt_length(num_frames)
+  floor = judge.two_sample_test(train, pieces, length=length,
                                 steps_per_quarter=run.config.data.steps_per_quarter)
   best = best_of(curve)
   return {"split": split, "num_pieces": len(pieces), "length": length,
           **{k: best[k] for k in KEYS},
           "balanced_accuracy": best["balanced_accuracy"], "spread": best["spread"],
           "floor": floor["balanced_accuracy"], "floor_spread": floor["spread"],
-          "curve": curve, **kw}
+          "curve": curve, "num_frames": num_frames, **kw}
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:

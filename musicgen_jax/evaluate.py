@@ -243,8 +243,8 @@ def judge_midi_dir(samples_dir: str, data_config, pieces) -> dict:
   try:
     judge.require_sklearn()
     generated = judge.read_midi_folder(samples_dir, data_config=data_config)
-    length = min(judge.DEFAULT_LENGTH, int(np.median([len(g) for g in generated])))
-    result = judge.judge(generated, [p.frames for p in pieces], length=length,
+    length = judge.excerpt_length(int(np.median([len(g) for g in generated])))
+    result = judge.judge(generated, pieces, length=length,
                          steps_per_quarter=data_config.steps_per_quarter)
   except (ImportError, ValueError) as e:
     return {"error": str(e)}

@@ -378,7 +378,8 @@ def sample_workdir(run_dir: str, out_dir: str, *, dataset: Any = None, overwrite
 def sample_pretrained(name: str, out_dir: str, *, overwrite: bool = False,
                       **options) -> SampleResult:
   """Samples a model shipped in the package (`pretrained.names()`); its prime.mid by default,
-  and the temperature and top_p the judge chose for it unless options give them."""
+  and the sampling settings the judge chose for it (`pretrained.sampling_defaults`) unless
+  options give them."""
   from musicgen_jax import pretrained  # pylint: disable=g-import-not-at-top
   settings, job = split_options(dict(pretrained.sampling_defaults(name), **options))
   if job.step is not None:
@@ -392,24 +393,16 @@ def sample_pretrained(name: str, out_dir: str, *, overwrite: bool = False,
                  overwrite)
 
 
-def judge_length(settings: sampling.SampleSettings) -> int:
-  """Frames per judged excerpt: the judge's default, or fewer when fewer are sampled."""
-  from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
-  return min(judge.DEFAULT_LENGTH, settings.num_frames)
-
-
 def _judge_reference(config: RunConfig, settings, job: GenerateConfig, dataset: Any):
   """The real sets the samples will be judged against, checked before any sampling."""
   from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
   judge.require_sklearn()
-  length = judge_length(settings)
-  hint = (f"excerpts are as long as --num_frames, at most {judge.DEFAULT_LENGTH}: sample "
-          "fewer frames or more --num_samples")
+  length = judge.excerpt_length(settings.num_frames)
   judge.check_enough(job.num_samples * (settings.num_frames // length), length,
                      f"--num_samples={job.num_samples} x --num_frames={settings.num_frames}",
-                     hint=hint)
+                     hint=judge.SAMPLES_HINT)
   real, floor, what = judge.reference_sets(config.data, job.reference, dataset)
-  judge.check_enough(len(judge.excerpts(real, length)), length, what, hint=hint)
+  judge.check_enough(len(judge.excerpts(real, length)), length, what, hint=judge.SAMPLES_HINT)
   return real, floor, what
 
 
@@ -419,7 +412,7 @@ def _judge_samples(frames: np.ndarray, reference, config: RunConfig, job: Genera
   from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
   real, floor, what = reference
   result = judge.judge(list(frames[:, job.prime_frames:]), real, floor,
-                       length=judge_length(settings),
+                       length=judge.excerpt_length(settings.num_frames),
                        steps_per_quarter=config.data.steps_per_quarter)
   named = prime.source.get("piece_name") or os.path.basename(prime.source.get("path", "?"))
   result.update(reference=what, samples=f"{len(frames)} continuations of {named} "
@@ -437,6 +430,9 @@ def _sample(config: RunConfig, load_run, out_dir: str, settings, job: GenerateCo
   check_prime_fits(config.model, job.prime_frames)
   audio = audio_format(job)
   check_out_dir(out_dir, overwrite)
+  if dataset is None and job.reference in HELD_OUT_SPLITS:  # loaded once: prime and reference
+    from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
+    dataset = load_dataset(config.data)
   prime = load_prime(config, job, dataset)
   reference = _judge_reference(config, settings, job, dataset) if job.reference else None
   run = load_run()

@@ -149,12 +149,22 @@ def reference_sets(data_config: DataConfig, reference: str, dataset=None):
   if reference in ("valid", "test"):
     if dataset is None:
       dataset = pipeline.load_dataset(data_config)
-    frames = lambda split: [getattr(p, "frames", p) for p in dataset[split]]
-    return frames(reference), frames("train"), f"the {reference} split"
+    return list(dataset[reference]), list(dataset["train"]), f"the {reference} split"
   if not os.path.isdir(reference):
     raise FileNotFoundError(f"--reference={reference} is neither 'valid', 'test' nor a folder "
                             "of MIDI files")
   return read_midi_folder(reference, data_config=data_config), None, os.path.abspath(reference)
+
+
+def excerpt_length(num_frames: int) -> int:
+  """Frames per judged excerpt of samples `num_frames` long: DEFAULT_LENGTH, or all of them
+  when fewer are sampled."""
+  return min(DEFAULT_LENGTH, num_frames)
+
+
+# what to change when sampled music is too little to judge
+SAMPLES_HINT = (f"excerpts are as long as the samples, at most {DEFAULT_LENGTH} frames: "
+                "sample fewer frames or more samples")
 
 
 def check_enough(count: int, length: int, what: str, folds: int = DEFAULT_FOLDS,

@@ -64,8 +64,8 @@ def info(name: str) -> dict:
 
 
 def sampling_defaults(name: str) -> dict:
-  """The temperature and top_p the judge chose for a shipped model (`choose_sampling`), or
-  {} for a model shipped without them."""
+  """The sampling settings (SAMPLING_KEYS) the judge chose for a shipped model
+  (`choose_sampling`), or {} for a model shipped without them."""
   chosen = info(name).get("sampling") or {}
   return {k: chosen[k] for k in SAMPLING_KEYS if k in chosen}
 

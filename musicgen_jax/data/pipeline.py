@@ -258,8 +258,8 @@ def _list_source(cfg: DataConfig) -> tuple[list[sources.SourceFile], str]:
     return (sources.list_midi_files(cfg.data_dir),
             os.path.abspath(os.path.expanduser(cfg.data_dir)))
   if cfg.dataset == "music21_corpus":
-    return (sources.list_music21_corpus(cfg.corpus),
-            f"music21 corpus ({cfg.corpus or 'all but ' + ', '.join(sources.CORPUS_DEFAULT_EXCLUDED)})")
+    chosen = cfg.corpus or "all but " + ", ".join(sources.CORPUS_DEFAULT_EXCLUDED)
+    return sources.list_music21_corpus(cfg.corpus), f"music21 corpus ({chosen})"
   return sources.list_bach_chorales(), "music21 corpus (Bach chorales)"
 
 

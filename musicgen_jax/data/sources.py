@@ -157,7 +157,7 @@ def _import_music21():
     import music21  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(
-        f"--dataset=bach_chorales needs the music21 package and its corpus: "
+        f"--dataset=bach_chorales and music21_corpus need the music21 package and its corpus: "
         f"{CORPUS_INSTALL_HINT}; or use --dataset=midi_dir") from e
   return music21
 
