@@ -394,16 +394,20 @@ def sample_pretrained(name: str, out_dir: str, *, overwrite: bool = False,
 
 
 def _judge_reference(config: RunConfig, settings, job: GenerateConfig, dataset: Any):
-  """The real sets the samples will be judged against, checked before any sampling."""
+  """(the real sets the samples will be judged against, the dataset), checked before any
+  sampling; a held-out split's dataset is loaded here (once: the prime uses it too)."""
   from musicgen_jax import judge  # pylint: disable=g-import-not-at-top
   judge.require_sklearn()
   length = judge.excerpt_length(settings.num_frames)
   judge.check_enough(job.num_samples * (settings.num_frames // length), length,
                      f"--num_samples={job.num_samples} x --num_frames={settings.num_frames}",
                      hint=judge.SAMPLES_HINT)
+  if dataset is None and job.reference in HELD_OUT_SPLITS:
+    from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
+    dataset = load_dataset(config.data)
   real, floor, what = judge.reference_sets(config.data, job.reference, dataset)
   judge.check_enough(len(judge.excerpts(real, length)), length, what, hint=judge.SAMPLES_HINT)
-  return real, floor, what
+  return (real, floor, what), dataset
 
 
 def _judge_samples(frames: np.ndarray, reference, config: RunConfig, job: GenerateConfig,
@@ -430,11 +434,10 @@ def _sample(config: RunConfig, load_run, out_dir: str, settings, job: GenerateCo
   check_prime_fits(config.model, job.prime_frames)
   audio = audio_format(job)
   check_out_dir(out_dir, overwrite)
-  if dataset is None and job.reference in HELD_OUT_SPLITS:  # loaded once: prime and reference
-    from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
-    dataset = load_dataset(config.data)
+  reference = None
+  if job.reference:
+    reference, dataset = _judge_reference(config, settings, job, dataset)
   prime = load_prime(config, job, dataset)
-  reference = _judge_reference(config, settings, job, dataset) if job.reference else None
   run = load_run()
   prepare_out_dir(out_dir, overwrite)  # every input checked: now O may be made
   logging.info("%s from %s, step %d; prime: %s", config.model.model, run.workdir, run.step,
