@@ -229,6 +229,59 @@ def sample_frames(model_cfg: ModelConfig, params, prime: np.ndarray,
   return frames, timing
 
 
+class SamplerCache:
+  """Compiled samplers kept across calls (for a server answering request after request).
+
+  One program per model config, number of frames, polyphony cap, batch and prime length
+  (`sampling.make_tunable_sampler`): the temperatures and top-p are arguments, so changing
+  them does not compile again, and the parameters are arguments too, so two runs of one
+  config share a program. Holds at most `max_size` programs, the least recently used
+  dropped first. Not thread-safe: callers serialise their requests.
+  """
+
+  def __init__(self, max_size: int = 8):
+    self.max_size = max_size
+    self._programs: dict = {}
+    self.compiles = 0
+
+  def sample(self, model_cfg: ModelConfig, params, prime: np.ndarray,
+             settings: sampling.SampleSettings, num_samples: int, seed: int,
+             allowed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """`sample_frames`, compiling only for a program not seen before; timing adds
+    "compiled" (whether this call compiled)."""
+    prime = np.asarray(prime, np.float32)
+    width = frame_width(model_cfg)
+    if prime.ndim != 2 or prime.shape[1] != width:
+      raise ValueError(f"prime must be float32[P, {width}], got shape {prime.shape}")
+    batch_prime = jnp.broadcast_to(jnp.asarray(prime), (num_samples,) + prime.shape)
+    carry = init_carry(model_cfg, num_samples)
+    rng = jax.random.key(seed)
+    allowed = None if allowed is None else jnp.asarray(allowed)
+    tuned = sampling.tunable_values(settings)
+    key = (model_cfg, sampling.program_settings(settings), num_samples, prime.shape,
+           allowed is None)
+    start = time.perf_counter()
+    program = self._programs.pop(key, None)
+    compiled = program is None
+    if compiled:
+      step_fn = lambda frame, carry, params: decode_step(model_cfg, params, frame, carry)
+      program = sampling.make_tunable_sampler(step_fn, settings).lower(
+          carry, batch_prime, rng, allowed, tuned, params).compile()
+      self.compiles += 1
+    self._programs[key] = program  # the most recently used last
+    while len(self._programs) > self.max_size:
+      self._programs.pop(next(iter(self._programs)))
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    frames = np.asarray(jax.block_until_ready(program(carry, batch_prime, rng, allowed, tuned,
+                                                      params)))
+    seconds = time.perf_counter() - start
+    return frames, {"compile_seconds": round(compile_seconds, 4) if compiled else 0.0,
+                    "sample_seconds": round(seconds, 4), "compiled": compiled,
+                    "frames_per_s": round(settings.num_frames * num_samples /
+                                          max(seconds, 1e-9), 1)}
+
+
 def _earlier_samples(out_dir: str) -> list[str]:
   return sorted(p for pattern in OUTPUT_PATTERNS for p in glob.glob(os.path.join(out_dir, pattern)))
 
@@ -251,7 +304,7 @@ def prepare_out_dir(out_dir: str, overwrite: bool = False) -> None:
     os.remove(path)
 
 
-def _record(run_dir: str, config: RunConfig, step: int, settings, job, prime: Prime,
+def sample_record(run_dir: str, config: RunConfig, step: int, settings, job, prime: Prime,
             timing: dict) -> dict:
   device = jax.devices()[0]
   return {
@@ -447,7 +500,7 @@ def _sample(config: RunConfig, load_run, out_dir: str, settings, job: GenerateCo
   logging.info("sampled %d x %d frames: %.0f frames/s (%.3f s; compile %.2f s, not counted)",
                job.num_samples, settings.num_frames, timing["frames_per_s"],
                timing["sample_seconds"], timing["compile_seconds"])
-  record = _record(run.workdir, config, run.step, settings, job, prime, timing)
+  record = sample_record(run.workdir, config, run.step, settings, job, prime, timing)
   result = write_samples(frames, out_dir, record, config, job, audio)
   logging.info("wrote %d samples to %s; listen: open %s in a browser", job.num_samples,
                out_dir, result.page_path)

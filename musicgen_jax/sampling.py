@@ -15,6 +15,9 @@ so that they are not compiled in as constants) are passed through as `step_args`
     sampler = make_sampler(step_fn, settings)          # compiled once per input shapes
     frames = sampler(carry, prime, jax.random.key(0), allowed)  # [batch, P + 512, F]
 
+`make_tunable_sampler` takes the temperatures and top-p (`TUNABLE`) as arguments instead,
+so one compiled program serves every value of them (the studio changes them per request).
+
 Randomness: generated frame i (0-based) uses `jax.random.fold_in(rng, i)`, split once
 into a key for the notes and one for the duration; the same seed, settings and inputs
 give bit-identical output.
@@ -33,6 +36,9 @@ from musicgen_jax.settings import Settings, non_negative, positive, setting
 
 StepFn = Callable[..., tuple[Any, Any]]
 NOISE_BLOCK = 128  # frames whose randomness is drawn together, ahead of the loop
+# Settings that only scale or mask the distributions drawn from: they can be traced values.
+TUNABLE = ("temperature", "duration_temperature", "top_p", "velocity_temperature",
+           "length_temperature")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,5 +209,50 @@ def make_sampler(step_fn: StepFn, settings: SampleSettings) -> Callable[..., jax
 
   def sampler(carry, prime, rng, allowed, *step_args):
     return generate(step_fn, carry, prime, rng, settings, *step_args, allowed=allowed)
+
+  return jax.jit(sampler)
+
+
+class _Tuned:
+  """SampleSettings read inside a tunable sampler: the TUNABLE fields are traced scalars."""
+
+  def __init__(self, settings: SampleSettings, values: dict):
+    self._settings, self._values = settings, values
+
+  def __getattr__(self, name):
+    values = self.__dict__["_values"]
+    return values[name] if name in values else getattr(self.__dict__["_settings"], name)
+
+
+def program_settings(settings: SampleSettings) -> SampleSettings:
+  """The settings that shape a tunable sampler's program: the TUNABLE fields at their
+  defaults (two settings with the same program_settings share one compiled sampler)."""
+  defaults = {f.name: f.default for f in dataclasses.fields(SampleSettings)}
+  return dataclasses.replace(settings, **{k: defaults[k] for k in TUNABLE})
+
+
+def tunable_values(settings: SampleSettings) -> dict:
+  """{name: float32 scalar} of the TUNABLE fields, the `tuned` argument of a tunable
+  sampler."""
+  return {k: jnp.float32(getattr(settings, k)) for k in TUNABLE}
+
+
+def make_tunable_sampler(step_fn: StepFn, settings: SampleSettings) -> Callable[..., jax.Array]:
+  """`make_sampler` whose TUNABLE settings are an argument:
+  `sampler(carry, prime, rng, allowed, tuned, *step_args)`, tuned = `tunable_values(s)`.
+
+  Only `program_settings(settings)` is compiled in (the number of frames, the polyphony
+  cap), so one compile serves every temperature and top-p; for the same values the output
+  is bit-identical to `make_sampler`'s.
+  """
+  if not isinstance(settings, SampleSettings):
+    raise TypeError(f"settings must be SampleSettings, got {type(settings).__name__}")
+  fixed = program_settings(settings)
+
+  def sampler(carry, prime, rng, allowed, tuned, *step_args):
+    if set(tuned) != set(TUNABLE):
+      raise ValueError(f"tuned must give exactly {', '.join(TUNABLE)}; got {sorted(tuned)}")
+    return generate(step_fn, carry, prime, rng, _Tuned(fixed, tuned), *step_args,
+                    allowed=allowed)
 
   return jax.jit(sampler)

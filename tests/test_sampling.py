@@ -212,6 +212,44 @@ def test_max_polyphony_ignores_probable_notes_that_were_not_sampled():
   np.testing.assert_array_equal(limited[:, DURATION_INDEX], free[:, DURATION_INDEX])
 
 
+def _skewed_step(frame, carry):
+  """Note logits from -3 to 3 over the pitches, duration logits [2, 1, 0, ...]: every
+  temperature and top-p changes what is drawn."""
+  batch = frame.shape[0]
+  notes = jnp.broadcast_to(jnp.linspace(-3.0, 3.0, NUM_NOTES), (batch, NUM_NOTES))
+  duration = jnp.broadcast_to(-jnp.arange(NUM_CLASSES, dtype=jnp.float32), (batch, NUM_CLASSES))
+  return _pred(notes, duration), carry + 1
+
+
+def test_tunable_sampler_matches_make_sampler_and_compiles_once():
+  traces = []
+
+  def step(frame, carry):
+    traces.append(frame.shape)
+    return _skewed_step(frame, carry)
+
+  prime = jnp.asarray(_random_prime(4, batch=2, num_prime=2))
+  base = sampling.SampleSettings(num_frames=12, max_polyphony=5)
+  tunable = sampling.make_tunable_sampler(step, base)
+  outputs = []
+  for temperature, top_p in ((1.0, 1.0), (0.5, 0.5), (2.0, 1.0)):
+    settings = dataclasses.replace(base, temperature=temperature, top_p=top_p,
+                                   duration_temperature=temperature)
+    want = np.asarray(sampling.make_sampler(_skewed_step, settings)(
+        jnp.int32(0), prime, jax.random.key(3), None))
+    before = len(traces)
+    got = np.asarray(tunable(jnp.int32(0), prime, jax.random.key(3), None,
+                             sampling.tunable_values(settings)))
+    np.testing.assert_array_equal(got, want)
+    assert len(traces) == before or not outputs  # traced for the first call only
+    outputs.append(got)
+  assert not np.array_equal(outputs[0], outputs[1])  # the values do reach the draw
+  assert sampling.program_settings(base) == sampling.program_settings(
+      dataclasses.replace(base, temperature=0.3, top_p=0.2))
+  assert sampling.program_settings(base) != sampling.program_settings(
+      dataclasses.replace(base, max_polyphony=2))
+
+
 def _duration_pred(probs):
   duration = np.tile(np.log(probs).astype(np.float32), (STATS_BATCH, 1))
   return _pred(np.zeros((STATS_BATCH, NUM_NOTES)), duration, spq=STATS_SPQ)

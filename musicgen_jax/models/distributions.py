@@ -401,7 +401,10 @@ class CategoricalDuration:
   def draw(self, gumbel: jax.Array, *, temperature: float, top_p: float = 1.0) -> jax.Array:
     """float32[batch] quarters: a class from softmax(logits / temperature), nucleus top_p."""
     logits = self.logits / temperature
-    if top_p < 1.0:
+    if not isinstance(top_p, (int, float)):  # traced (`sampling.make_tunable_sampler`)
+      keep = _nucleus_mask(logits, top_p) | (top_p >= 1.0)
+      logits = jnp.where(keep, logits, -jnp.inf)
+    elif top_p < 1.0:
       logits = jnp.where(_nucleus_mask(logits, top_p), logits, -jnp.inf)
     k = first_argmax(gumbel + logits)  # the Gumbel-max draw of jax.random.categorical
     table = quarters_of_class(self.steps_per_quarter, self.logits.shape[-1])
