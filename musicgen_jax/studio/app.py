@@ -74,106 +74,142 @@ def _defaults(entry: core.ModelEntry) -> dict:
           "prime_frames": entry.prime_frames}
 
 
-def build(studio: core.Studio):
-  """The Gradio Blocks of the page."""
-  import gradio as gr  # pylint: disable=g-import-not-at-top
+GENERATE_INPUTS = ("model", "prime", "upload", "held_out", "prime_frames", "num_frames",
+                   "num_samples", "temperature", "top_p", "max_polyphony", "seed", "tempo",
+                   "velocity", "velocity_temperature")
+MODEL_OUTPUTS = ("about", "temperature", "top_p", "max_polyphony", "prime_frames", "velocity",
+                 "velocity_temperature")
 
-  entries = studio.models()
+
+def show_model(studio: core.Studio, key: str) -> tuple:
+  """A model chosen: its description, its own sampling defaults in the controls, and the
+  dynamics controls that apply to it."""
+  import gradio as gr  # pylint: disable=g-import-not-at-top
+  try:
+    entry = studio.entry(key)
+  except core.StudioError as e:
+    return (str(e),) + (gr.update(),) * (len(MODEL_OUTPUTS) - 1)
+  d = _defaults(entry)
+  dynamics = bool(entry.config.model.velocity_bins)
+  return (entry.describe(), d["temperature"], d["top_p"], d["max_polyphony"], d["prime_frames"],
+          gr.update(visible=not dynamics), gr.update(visible=dynamics))
+
+
+def refresh_models(studio: core.Studio, key: str):
+  import gradio as gr  # pylint: disable=g-import-not-at-top
+  keys = [e.key for e in studio.refresh()]
+  return gr.update(choices=[(e.label, e.key) for e in studio.models()],
+                   value=key if key in keys else (keys[0] if keys else None))
+
+
+def show_prime(studio: core.Studio, choice: str, key: str, progress=None) -> tuple:
+  """A prime source chosen: (the upload box, the held-out pieces, a status message)."""
+  import gradio as gr  # pylint: disable=g-import-not-at-top
+  source = PRIME_LABELS[choice]
+  if source != "held_out":
+    return gr.update(visible=source == "upload"), gr.update(visible=False), ""
+  if progress is not None:
+    progress(0.1, desc="reading the run's dataset (encoded once when it is not cached)")
+  try:
+    pieces = studio.held_out_pieces(key)
+  except core.StudioError as e:
+    return gr.update(visible=False), gr.update(visible=False), f"**{html.escape(str(e))}**"
+  return (gr.update(visible=False),
+          gr.update(choices=pieces, value=pieces[0][1] if pieces else None, visible=True), "")
+
+
+def generate_request(studio: core.Studio, *values, progress=None) -> tuple[str, object]:
+  """Generate clicked, with the GENERATE_INPUTS' values: (status, results), where a request
+  that cannot be carried out leaves the results as they were and says why in the status."""
+  import gradio as gr  # pylint: disable=g-import-not-at-top
+  v = dict(zip(GENERATE_INPUTS, values))
+  try:
+    request = core.Request(
+        model=v["model"], prime=PRIME_LABELS.get(v["prime"], v["prime"]), upload=v["upload"],
+        held_out=v["held_out"], prime_frames=_whole(v["prime_frames"]),
+        num_frames=_whole(v["num_frames"]), num_samples=_whole(v["num_samples"]),
+        temperature=float(v["temperature"]), top_p=float(v["top_p"]),
+        max_polyphony=_whole(v["max_polyphony"]), seed=_whole(v["seed"]) or 0,
+        tempo_bpm=float(v["tempo"]) if v["tempo"] else None,
+        velocity=_whole(v["velocity"]) or 80,
+        velocity_temperature=float(v["velocity_temperature"]))
+    report = (lambda f, what: progress(f, desc=what)) if progress is not None else None
+    result = studio.generate(request, report)
+  except (core.StudioError, TypeError, ValueError) as e:
+    return f"**Could not generate:** {html.escape(str(e))}", gr.update()
+  except Exception as e:  # pylint: disable=broad-except
+    logging.exception("the studio failed on a request")
+    return (f"**Could not generate:** an internal error ({type(e).__name__}); the server's "
+            "log has the details", gr.update())
+  return "", results_html(studio, result)
+
+
+def _layout(gr, entries: list[core.ModelEntry]) -> dict:
+  """The page's components, by name."""
   first = entries[0] if entries else None
   start = _defaults(first) if first else {"temperature": 1.0, "top_p": 1.0,
                                           "max_polyphony": 0, "prime_frames": 10}
+  c = {}
+  gr.Markdown("# musicgen-jax studio\nPick a model, give a prime, generate, listen, download.")
+  with gr.Row():
+    c["model"] = gr.Dropdown([(e.label, e.key) for e in entries],
+                             value=first.key if first else None, label="Model", scale=4,
+                             elem_id="model")
+    c["refresh"] = gr.Button("Refresh the list", scale=1)
+  c["about"] = gr.Markdown(first.describe() if first else
+                           "No models found: train one, or give --runs_dir.")
+  with gr.Row():
+    c["prime"] = gr.Radio(list(PRIME_LABELS), value=next(iter(PRIME_LABELS)), label="Prime",
+                          elem_id="prime")
+    c["prime_frames"] = gr.Number(start["prime_frames"], label="Prime frames to keep",
+                                  precision=0, minimum=1, maximum=core.MAX_PRIME_FRAMES)
+  c["upload"] = gr.File(label="MIDI file for the prime", type="filepath", visible=False,
+                        elem_id="upload")
+  c["held_out"] = gr.Dropdown([], label="Held-out piece", visible=False)
+  with gr.Accordion("Sampler", open=True):
+    with gr.Row():
+      c["num_frames"] = gr.Slider(1, core.MAX_FRAMES, 256, step=1, label="Frames to generate")
+      c["num_samples"] = gr.Slider(1, core.MAX_SAMPLES, 2, step=1, label="Samples")
+      c["seed"] = gr.Number(0, label="Seed", precision=0)
+    with gr.Row():
+      c["temperature"] = gr.Slider(0.05, 3.0, start["temperature"], step=0.05,
+                                   label="Temperature (notes)", elem_id="temperature")
+      c["top_p"] = gr.Slider(0.05, 1.0, start["top_p"], step=0.05,
+                             label="Top-p (durations; 1 = off)")
+      c["max_polyphony"] = gr.Slider(0, 16, start["max_polyphony"], step=1,
+                                     label="At most this many notes per onset (0 = no cap)")
+    with gr.Row():
+      c["tempo"] = gr.Number(0, label="Tempo, bpm (0 = the prime's)", minimum=0, maximum=400)
+      c["velocity"] = gr.Slider(1, 127, 80, step=1, label="Velocity (a model without dynamics)")
+      c["velocity_temperature"] = gr.Slider(0.05, 3.0, 1.0, step=0.05,
+                                            label="Dynamics temperature")
+  c["generate"] = gr.Button("Generate", variant="primary", elem_id="generate")
+  c["status"] = gr.Markdown("", elem_id="status")
+  c["results"] = gr.HTML("", elem_id="results")
+  return c
+
+
+def build(studio: core.Studio):
+  """The Gradio Blocks of the page, wired to the functions above."""
+  import gradio as gr  # pylint: disable=g-import-not-at-top
+
   with gr.Blocks(title="musicgen-jax studio", analytics_enabled=False) as page:
-    gr.Markdown("# musicgen-jax studio\nPick a model, give a prime, generate, listen, "
-                "download.")
-    with gr.Row():
-      model = gr.Dropdown([(e.label, e.key) for e in entries],
-                          value=first.key if first else None, label="Model", scale=4,
-                          elem_id="model")
-      refresh = gr.Button("Refresh the list", scale=1)
-    about = gr.Markdown(first.describe() if first else
-                        "No models found: train one, or give --runs_dir.")
-    with gr.Row():
-      prime = gr.Radio(list(PRIME_LABELS), value=next(iter(PRIME_LABELS)), label="Prime",
-                       elem_id="prime")
-      prime_frames = gr.Number(start["prime_frames"], label="Prime frames to keep",
-                               precision=0, minimum=1, maximum=core.MAX_PRIME_FRAMES)
-    upload = gr.File(label="MIDI file for the prime", type="filepath", visible=False,
-                     elem_id="upload")
-    held_out = gr.Dropdown([], label="Held-out piece", visible=False)
-    with gr.Accordion("Sampler", open=True):
-      with gr.Row():
-        num_frames = gr.Slider(1, core.MAX_FRAMES, 256, step=1, label="Frames to generate",
-                               elem_id="num_frames")
-        num_samples = gr.Slider(1, core.MAX_SAMPLES, 2, step=1, label="Samples")
-        seed = gr.Number(0, label="Seed", precision=0)
-      with gr.Row():
-        temperature = gr.Slider(0.05, 3.0, start["temperature"], step=0.05,
-                                label="Temperature (notes)")
-        top_p = gr.Slider(0.05, 1.0, start["top_p"], step=0.05,
-                          label="Top-p (durations; 1 = off)")
-        max_polyphony = gr.Slider(0, 16, start["max_polyphony"], step=1,
-                                  label="At most this many notes per onset (0 = no cap)")
-      with gr.Row():
-        tempo = gr.Number(0, label="Tempo, bpm (0 = the prime's)", minimum=0, maximum=400)
-        velocity = gr.Slider(1, 127, 80, step=1, label="Velocity (models without dynamics)")
-        velocity_temperature = gr.Slider(0.05, 3.0, 1.0, step=0.05,
-                                         label="Dynamics temperature (models with dynamics)")
-    go = gr.Button("Generate", variant="primary", elem_id="generate")
-    status = gr.Markdown("", elem_id="status")
-    results = gr.HTML("", elem_id="results")
+    c = _layout(gr, studio.models())
 
-    def on_model(key):
-      try:
-        entry = studio.entry(key)
-      except core.StudioError as e:
-        return str(e), *[gr.update()] * 4
-      d = _defaults(entry)
-      return (entry.describe(), d["temperature"], d["top_p"], d["max_polyphony"],
-              d["prime_frames"])
+    def on_prime(choice, key, progress=gr.Progress()):
+      return show_prime(studio, choice, key, progress)
 
-    def on_refresh(key):
-      listed = studio.refresh()
-      keys = [e.key for e in listed]
-      return gr.update(choices=[(e.label, e.key) for e in listed],
-                       value=key if key in keys else (keys[0] if keys else None))
+    def on_generate(*values, progress=gr.Progress()):
+      return generate_request(studio, *values, progress=progress)
 
-    def on_prime(choice, key):
-      source = PRIME_LABELS[choice]
-      if source != "held_out":
-        return gr.update(visible=source == "upload"), gr.update(visible=False), ""
-      try:
-        pieces = studio.held_out_pieces(key)
-      except core.StudioError as e:
-        return gr.update(visible=False), gr.update(visible=False), f"**{e}**"
-      return (gr.update(visible=False),
-              gr.update(choices=pieces, value=pieces[0][1] if pieces else None, visible=True),
-              "")
-
-    def on_generate(key, choice, upload_path, piece, n_prime, frames, samples, t, p, poly,
-                    seed_value, tempo_bpm, vel, vel_t, progress=gr.Progress()):
-      try:
-        request = core.Request(
-            model=key, prime=PRIME_LABELS[choice], upload=upload_path, held_out=piece,
-            prime_frames=_whole(n_prime), num_frames=_whole(frames),
-            num_samples=_whole(samples), temperature=float(t), top_p=float(p),
-            max_polyphony=_whole(poly), seed=_whole(seed_value) or 0,
-            tempo_bpm=float(tempo_bpm) if tempo_bpm else None, velocity=_whole(vel) or 80,
-            velocity_temperature=float(vel_t))
-        result = studio.generate(request, lambda f, what: progress(f, desc=what))
-      except (core.StudioError, TypeError, ValueError) as e:
-        return f"**Could not generate:** {html.escape(str(e))}", gr.update()
-      except Exception as e:  # pylint: disable=broad-except
-        logging.exception("the studio failed on a request")
-        return (f"**Could not generate:** an internal error ({type(e).__name__}); the "
-                "server's log has the details", gr.update())
-      return "", results_html(studio, result)
-
-    model.change(on_model, model, [about, temperature, top_p, max_polyphony, prime_frames])
-    refresh.click(on_refresh, model, model)
-    prime.change(on_prime, [prime, model], [upload, held_out, status])
-    go.click(on_generate, [model, prime, upload, held_out, prime_frames, num_frames,
-                           num_samples, temperature, top_p, max_polyphony, seed, tempo,
-                           velocity, velocity_temperature], [status, results])
+    model_outputs = [c[k] for k in MODEL_OUTPUTS]
+    c["model"].change(lambda key: show_model(studio, key), c["model"], model_outputs)
+    page.load(lambda key: show_model(studio, key), c["model"], model_outputs)
+    c["refresh"].click(lambda key: refresh_models(studio, key), c["model"], c["model"])
+    c["prime"].change(on_prime, [c["prime"], c["model"]], [c["upload"], c["held_out"],
+                                                           c["status"]])
+    c["generate"].click(on_generate, [c[k] for k in GENERATE_INPUTS], [c["status"],
+                                                                       c["results"]])
   return page
 
 

@@ -49,7 +49,8 @@ class StudioError(ValueError):
 
 def _plain(message: str) -> str:
   """A library message in the page's words: settings by name, not as command-line flags."""
-  return message.replace("--prime_midi=", "").replace("--", "")
+  return (message.replace("as --prime_midi", "as the prime").replace("--prime_midi=", "")
+          .replace("--", ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,7 +347,11 @@ class Studio:
       if os.path.getsize(request.upload) == 0:
         raise StudioError(f"{os.path.basename(request.upload)} is empty: upload a MIDI file")
       job = dataclasses.replace(job, prime_midi=request.upload)
-      return generate.load_prime(entry.config, job)
+      try:
+        return generate.load_prime(entry.config, job)
+      except ValueError as e:  # named by the file's own name, not the upload folder's
+        raise StudioError(_plain(str(e)).replace(request.upload,
+                                                 os.path.basename(request.upload))) from e
     if request.prime == "held_out" or entry.kind == WORKDIR:
       split, index = "test", 0
       if request.prime == "held_out":
