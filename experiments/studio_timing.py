@@ -8,8 +8,8 @@ Chromium (Debian's chromium and chromium-driver, driven by selenium), and for ea
 model clicks Generate twice with the page's defaults (256 frames, 2 samples): the first
 request compiles the model's sampler, the second (another temperature) reuses it. Each time
 is from the click until the first audio player of the results has read its file. Writes
-timing.md and studio.png (the page after the last request) in --out_dir. About a minute on
-2 CPU cores.
+timing.md, its index.html and studio.png (the page after the last request) in --out_dir.
+About a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import time
 import urllib.request
 
 from absl import app, flags
+
+from musicgen_jax import pages
 
 BROWSER_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update",
@@ -135,8 +137,13 @@ def set_number(driver, elem_id: str, value: float) -> None:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out_dir", "experiments/results/studio", "Where timing.md and studio.png go.")
-flags.DEFINE_list("models", ["chorales", "piano"], "Shipped models to time, in this order.")
+
+
+def define_flags() -> None:
+  """The program's flags (defined when it runs: the tests import the helpers above)."""
+  flags.DEFINE_string("out_dir", "experiments/results/studio",
+                      "Where timing.md, index.html and studio.png go.")
+  flags.DEFINE_list("models", ["chorales", "piano"], "Shipped models to time, in this order.")
 
 
 def main(argv):
@@ -172,11 +179,14 @@ def main(argv):
            "| model | request | click to audio (s) | music (s) | the page's own account |",
            "|---|---|---|---|---|"]
   lines += [f"| {n} | {a} | {s:.2f} | {d:.1f} | {line} |" for n, a, s, d, line in rows]
-  lines += ["", "studio.png: the page after the last request."]
-  with open(os.path.join(FLAGS.out_dir, "timing.md"), "w") as f:
+  lines += ["", "The page after the last request:", "", "![the studio](studio.png)"]
+  report = os.path.join(FLAGS.out_dir, "timing.md")
+  with open(report, "w") as f:
     f.write("\n".join(lines) + "\n")
+  pages.write(FLAGS.out_dir, pages.report_page(report))
   print("\n".join(lines))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -100,6 +100,7 @@ def test_a_held_out_piece_primes_and_its_dataset_is_cached_inside_the_output_fol
     (dict(max_polyphony=-1), "max_polyphony"),
     (dict(velocity=0), "velocity"),
     (dict(prime="radio"), "unknown prime source"),
+    (dict(tempo_bpm=1e9), "the tempo must be from"),
 ])
 def test_bad_settings_are_refused_before_any_work(studio, change, says):
   request = core.Request(model=MODEL, **change)

@@ -179,7 +179,8 @@ def _layout(gr, entries: list[core.ModelEntry]) -> dict:
       c["max_polyphony"] = gr.Slider(0, 16, start["max_polyphony"], step=1,
                                      label="At most this many notes per onset (0 = no cap)")
     with gr.Row():
-      c["tempo"] = gr.Number(0, label="Tempo, bpm (0 = the prime's)", minimum=0, maximum=400)
+      c["tempo"] = gr.Number(0, label="Tempo, bpm (0 = the prime's)", minimum=0,
+                            maximum=core.MAX_TEMPO)
       c["velocity"] = gr.Slider(1, 127, 80, step=1, label="Velocity (a model without dynamics)")
       c["velocity_temperature"] = gr.Slider(0.05, 3.0, 1.0, step=0.05,
                                             label="Dynamics temperature")
@@ -235,8 +236,7 @@ def make_app(studio: core.Studio):
   page = build(studio)
   page.queue(default_concurrency_limit=1)  # one request at a time; the rest wait in line
   theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])
-  return gr.mount_gradio_app(app, page, path="", theme=theme, css=CSS, footer_links=[],
-                             allowed_paths=[studio.results_dir])
+  return gr.mount_gradio_app(app, page, path="", theme=theme, css=CSS, footer_links=[])
 
 
 def prepare_environment(out_dir: str) -> None:

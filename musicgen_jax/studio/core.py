@@ -35,6 +35,7 @@ PRIME_SOURCES = ("shipped", "upload", "held_out")
 MAX_FRAMES = 4096  # frames per sample a request may ask for
 MAX_SAMPLES = 16
 MAX_PRIME_FRAMES = 512
+MIN_TEMPO, MAX_TEMPO = 10, 1000  # bpm
 MEMORY_FRACTION = 0.5  # a request may plan to use at most this share of the free memory
 # Bytes a request holds per generated frame and sample, beyond the frame itself: the
 # sampler's copies of its output, the MIDI and the audio (22.05 kHz stereo float32 for about
@@ -251,6 +252,9 @@ def check_request(request: Request, entry: ModelEntry) -> tuple[sampling.SampleS
   for name, value, high in limits:
     if not isinstance(value, (int, np.integer)) or not 1 <= value <= high:
       raise StudioError(f"{name} must be a whole number from 1 to {high}, got {value!r}")
+  if request.tempo_bpm and not MIN_TEMPO <= request.tempo_bpm <= MAX_TEMPO:
+    raise StudioError(f"the tempo must be from {MIN_TEMPO} to {MAX_TEMPO} bpm (0: the "
+                      f"prime's own), got {request.tempo_bpm:g}")
   width = frame_width(entry.config.model)
   prime_frames = request.prime_frames or entry.prime_frames
   need = request_bytes(request.num_samples, prime_frames + request.num_frames, width)
