@@ -333,7 +333,7 @@ def prepare(config: RunConfig, workdir: str, dataset=None) -> _Run:
   batches = kind(dataset["train"], window, config.train.batch_size, config.train.seed,
                  transpose_range=config.train.transpose_range,
                  process_index=jax.process_index(), process_count=jax.process_count())
-  train_frames = sum(len(p.frames) for p in dataset["train"])
+  train_frames = sum(getattr(p, "num_frames", None) or len(p.frames) for p in dataset["train"])
   return _Run(config=config, workdir=workdir, num_steps=num_train_steps(config, train_frames),
               batches=batches, valid=list(dataset["valid"]), window=window)
 

@@ -124,12 +124,14 @@ def test_real_piano_music_keeps_all_of_its_note_time_and_round_trips():
 
 
 def test_a_sparse_piece_keeps_the_note_lengths():
-  from musicgen_jax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from musicgen_jax import encoding  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data import sources, sparse  # pylint: disable=g-import-not-at-top
   frames = notes_to_frames([0, 12, 12], [48, 18, 30], [48, 60, 64], note_lengths=True,
                            velocities=[70, 80, 90])
   piece = sources.SparsePiece.from_frames(frames, {})
   assert piece.lengths.tolist() == [4.0, 0.5, 1.5]
-  np.testing.assert_array_equal(pipeline._densify([piece])[0], frames)  # pylint: disable=protected-access
+  store = sparse.SparseFrames.from_sparse([piece], encoding.frame_layout(frames))
+  np.testing.assert_array_equal(store.piece(0), frames)
 
 
 # The sustain pedal.

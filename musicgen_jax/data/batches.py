@@ -20,13 +20,21 @@ import numpy as np
 from absl import logging
 
 from musicgen_jax import encoding
+from musicgen_jax.data.sparse import SparseFrames
 
 
-def _arrays(pieces: Sequence) -> list[np.ndarray]:
-  arrays = [np.asarray(getattr(p, "frames", p)) for p in pieces]
-  for a in arrays:
-    encoding.frame_layout(a, "a piece")
-  return arrays
+def sparse_store(pieces: Sequence) -> SparseFrames:
+  """The pieces' frames held sparse, in order: the loaded dataset's own store when the
+  pieces are exactly its pieces, else built from the pieces' frames (Pieces or arrays)."""
+  held = [getattr(p, "sparse", None) for p in pieces]
+  if held and all(h is not None for h in held):
+    store = held[0][0]
+    if all(h[0] is store for h in held) and [h[1] for h in held] == list(
+        range(store.num_pieces)):
+      return store
+  if not pieces:
+    raise ValueError("no training pieces")
+  return SparseFrames.from_dense([np.asarray(getattr(p, "frames", p)) for p in pieces])
 
 
 def _check_sizes(window: int, global_batch_size: int, process_index: int, process_count: int,
@@ -124,8 +132,8 @@ class WindowBatches:
     self.local_batch_size = self.global_batch_size // process_count
     self.seed, self.transpose_range = int(seed), int(transpose_range)
     self.process_index = int(process_index)
-    arrays = _arrays(pieces)
-    lengths = np.array([a.shape[0] for a in arrays], np.int64)
+    self._store = sparse_store(pieces)
+    lengths = self._store.lengths_of_pieces()
     usable = lengths >= self.window
     self.num_pieces, self.num_short_pieces = int(usable.sum()), int((~usable).sum())
     if not self.num_pieces:
@@ -135,13 +143,11 @@ class WindowBatches:
     if self.num_short_pieces:
       logging.info("%d of %d pieces are shorter than seq_len + 1 = %d frames and are skipped",
                    self.num_short_pieces, lengths.size, self.window)
-    self._frames = np.ascontiguousarray(
-        np.concatenate([a for a, u in zip(arrays, usable) if u]).astype(np.float32, copy=False))
     if self.transpose_range:
-      self._lowest, self._highest = note_extent(self._frames)
+      self._lowest, self._highest = self._store.extents()
     # Window number u belongs to the piece whose [cum_before, cum_after) range holds it;
-    # its first frame is piece_offset + (u - cum_before).
-    offsets = np.concatenate([[0], np.cumsum(lengths[usable])])[:-1]
+    # its first frame is piece_offset + (u - cum_before) (frame numbers of the store).
+    offsets = self._store.offsets[:-1][usable]
     starts_per_piece = lengths[usable] - self.window + 1
     self._cum_starts = np.cumsum(starts_per_piece)
     self._start_shift = offsets - (self._cum_starts - starts_per_piece)
@@ -160,7 +166,7 @@ class WindowBatches:
     lo = self.process_index * self.local_batch_size
     local = slice(lo, lo + self.local_batch_size)
     rows = starts[local, None] + self._time[None, :]  # [n, seq_len + 1]
-    batch = self._frames[rows]
+    batch = self._store.gather(rows)  # made dense here, for these rows only
     if not self.transpose_range:
       return batch
     shifts = draw_shifts(self._lowest[rows].min(axis=1), self._highest[rows].max(axis=1),
@@ -193,11 +199,16 @@ class StreamBatches:
     self.local_batch_size = self.global_batch_size // process_count
     self.seed, self.transpose_range = int(seed), int(transpose_range)
     self.process_index = int(process_index)
-    self._pieces = [a.astype(np.float32, copy=False) for a in _arrays(pieces) if len(a) >= 2]
-    if not self._pieces:
+    self._store = sparse_store(pieces)
+    lengths = self._store.lengths_of_pieces()
+    self._pieces = np.flatnonzero(lengths >= 2)  # store indices of the pieces used
+    if not self._pieces.size:
       raise ValueError("no training piece has two or more frames")
-    self._windows = np.array([-(-(len(a) - 1) // self.seq_len) for a in self._pieces])
-    self._extent = [(int(lo.min()), int(hi.max())) for lo, hi in map(note_extent, self._pieces)]
+    self._lengths = lengths[self._pieces]
+    self._windows = -(-(self._lengths - 1) // self.seq_len)
+    lowest, highest = self._store.extents()
+    self._extent = [(int(lowest[a:b].min()), int(highest[a:b].max())) for a, b in
+                    zip(self._store.offsets[self._pieces], self._store.offsets[self._pieces + 1])]
     self._epochs: list[np.ndarray] = []  # per epoch: int32[steps, rows, 3] piece/window/shift
     self._epoch_starts = [0]
 
@@ -242,19 +253,19 @@ class StreamBatches:
   def train_batch(self, step: int) -> dict:
     lo = self.process_index * self.local_batch_size
     plan = self._locate(int(step))[lo:lo + self.local_batch_size]
-    rows, width = plan.shape[0], self.seq_len
-    frames = np.zeros((rows, width + 1, self._pieces[0].shape[-1]), np.float32)
-    mask = np.zeros((rows, width), np.float32)
-    reset = np.ones((rows,), bool)
-    for row, (index, window, shift) in enumerate(plan):
-      if index < 0:
-        continue
-      piece = self._pieces[index]
-      start = window * width
-      part = piece[start:start + width + 1]
-      frames[row, :len(part)] = part
-      mask[row, :len(part) - 1] = 1.0
-      reset[row] = window == 0
-      if shift:
-        frames[row] = transpose(frames[row:row + 1], np.array([shift]))[0]
+    width = self.seq_len
+    used = plan[:, 0] >= 0
+    index = np.where(used, plan[:, 0], 0)
+    start = plan[:, 1] * width
+    stop = np.minimum(start + width + 1, self._lengths[index])
+    position = start[:, None] + np.arange(width + 1)[None, :]  # [rows, seq_len + 1]
+    inside = used[:, None] & (position < stop[:, None])
+    first = self._store.offsets[self._pieces[index]]
+    frames = self._store.gather(first[:, None] + np.where(inside, position, 0))
+    frames[~inside] = 0.0  # past a piece's end, and empty rows
+    mask = inside[:, 1:].astype(np.float32)
+    reset = np.where(used, plan[:, 1] == 0, True)
+    shifts = np.where(used, plan[:, 2], 0)
+    if shifts.any():
+      frames = transpose(frames, shifts)
     return {"frames": frames, "mask": mask, "reset": reset}

@@ -23,6 +23,7 @@ from musicgen_jax import encoding
 from musicgen_jax import midi as midi_lib
 from musicgen_jax.data import cache as cache_lib
 from musicgen_jax.data import sources
+from musicgen_jax.data import sparse as sparse_lib
 from musicgen_jax.data import splits as splits_lib
 from musicgen_jax.data.config import DataConfig
 
@@ -31,7 +32,6 @@ _MAX_CHUNK = 8  # files per task sent to a worker process
 _MAX_LISTED_SKIPS = 20  # skipped files named one per line in the log
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
 class Piece:
   """One piece of music.
 
@@ -40,18 +40,46 @@ class Piece:
       '<split>/<index>' (json).
     frames: <float32>[T, F] read-only, the parts of `encoding.FrameLayout`: notes 0/1 in
       columns 0..105 (pitches 21..126), the duration in quarter notes in column 106, then
-      velocity, note lengths and metre as the data config asks.
+      velocity, note lengths and metre as the data config asks. A loaded dataset's pieces
+      are held sparse (`sparse`: piece `index` of a `SparseFrames`) and made dense on each
+      access of `frames`; `Piece(name, frames)` holds dense frames as given.
     tempo_bpm, time_signature: the source file's first tempo and time signature
       (120 and 4/4 where it gives none, and for the json benchmarks).
   """
-  name: str
-  frames: np.ndarray
-  tempo_bpm: float = midi_lib.DEFAULT_TEMPO_BPM
-  time_signature: str = midi_lib.DEFAULT_TIME_SIGNATURE
+
+  __slots__ = ("name", "tempo_bpm", "time_signature", "_frames", "_store", "_index")
+
+  def __init__(self, name: str, frames: np.ndarray | None = None,
+               tempo_bpm: float = midi_lib.DEFAULT_TEMPO_BPM,
+               time_signature: str = midi_lib.DEFAULT_TIME_SIGNATURE, *,
+               sparse: tuple[sparse_lib.SparseFrames, int] | None = None):
+    if (frames is None) == (sparse is None):
+      raise ValueError("a Piece holds either dense frames or (store, index), not both")
+    self.name = name
+    self.tempo_bpm = tempo_bpm
+    self.time_signature = time_signature
+    self._frames = frames
+    self._store, self._index = sparse if sparse is not None else (None, None)
+
+  @property
+  def frames(self) -> np.ndarray:
+    if self._frames is not None:
+      return self._frames
+    return self._store.piece(self._index)
+
+  @property
+  def sparse(self) -> tuple[sparse_lib.SparseFrames, int] | None:
+    """(store, index) for a piece held sparse, else None."""
+    return None if self._store is None else (self._store, self._index)
 
   @property
   def num_frames(self) -> int:
-    return int(self.frames.shape[0])
+    if self._store is not None:
+      return self._store.piece_length(self._index)
+    return int(self._frames.shape[0])
+
+  def __repr__(self) -> str:
+    return f"Piece({self.name!r}, {self.num_frames} frames)"
 
 
 @dataclasses.dataclass
@@ -228,30 +256,6 @@ def _no_music_error(source: str, num_files: int,
                     f"were skipped{detail}")
 
 
-def _densify(pieces: list[sources.SparsePiece]) -> list[np.ndarray]:
-  """Sparse pieces -> <float32>[T_i, F] views into one array (F by `encoding.FrameLayout`:
-  107, + 1 with velocities, + 106 with note lengths)."""
-  lengths = np.array([p.num_frames for p in pieces], np.int64)
-  offsets = np.concatenate([[0], np.cumsum(lengths)])
-  layout = encoding.FrameLayout(velocity=bool(pieces) and pieces[0].velocities is not None,
-                                lengths=bool(pieces) and pieces[0].lengths is not None)
-  frames = np.zeros((int(offsets[-1]), layout.width), np.float32)
-  if pieces:
-    rows = np.concatenate([p.rows.astype(np.int64) + o
-                           for p, o in zip(pieces, offsets[:-1])])
-    pitches = np.concatenate([p.pitches for p in pieces])
-    frames[rows, pitches.astype(np.int64)] = 1.0
-    frames[:, encoding.DURATION_INDEX] = np.concatenate(
-        [p.durations for p in pieces])
-    if layout.velocity:
-      frames[:, layout.velocity_index] = np.concatenate([p.velocities for p in pieces])
-    if layout.lengths:
-      frames[rows, layout.length_columns.start + pitches.astype(np.int64)] = np.concatenate(
-          [p.lengths for p in pieces])
-  frames.flags.writeable = False
-  return [frames[offsets[i]:offsets[i + 1]] for i in range(len(pieces))]
-
-
 def _list_source(cfg: DataConfig) -> tuple[list[sources.SourceFile], str]:
   """All the source's files (sorted) and where they come from."""
   if cfg.dataset == "midi_dir":
@@ -379,30 +383,30 @@ def encode_file(cfg: DataConfig, source) -> tuple[np.ndarray, encoding.EncodeSta
   return frames, stats
 
 
-def _with_metre(frames: np.ndarray, time_signature: str, steps_per_quarter: int,
-                start_step: int) -> np.ndarray:
-  """A read-only copy of a piece's frames with its metre columns (`encoding.add_metre`)."""
-  out = encoding.add_metre(frames, time_signature, steps_per_quarter, start_step)
-  out.flags.writeable = False
-  return out
-
-
 def _split_pieces(cfg: DataConfig, entries: list) -> dict[str, list[Piece]]:
-  frames = _densify([e.piece for e in entries])
-  splits = {s: [] for s in splits_lib.SPLITS}
-  for entry, piece_frames in zip(entries, frames):
+  """The entries as Pieces in their splits, each split's pieces held sparse in one
+  `SparseFrames` (in name order)."""
+  by_split = {s: [] for s in splits_lib.SPLITS}
+  for entry in entries:
     split = entry.split or splits_lib.assign_split(entry.name, cfg.valid_fraction,
                                                    cfg.test_fraction)
-    stats = entry.piece.stats
-    time_signature = str(stats.get("time_signature", midi_lib.DEFAULT_TIME_SIGNATURE))
-    if cfg.metre:
-      piece_frames = _with_metre(piece_frames, time_signature, cfg.steps_per_quarter,
-                                 int(stats.get("start_step", 0)))
-    splits[split].append(Piece(entry.name, piece_frames,
-                               tempo_bpm=float(stats.get("tempo_bpm", midi_lib.DEFAULT_TEMPO_BPM)),
-                               time_signature=time_signature))
-  for split in splits:
-    splits[split].sort(key=lambda p: p.name)
+    by_split[split].append(entry)
+  first = entries[0].piece
+  layout = encoding.FrameLayout(velocity=first.velocities is not None,
+                                lengths=first.lengths is not None, metre=cfg.metre)
+  splits = {}
+  for split, members in by_split.items():
+    members.sort(key=lambda e: e.name)
+    signatures = [str(e.piece.stats.get("time_signature", midi_lib.DEFAULT_TIME_SIGNATURE))
+                  for e in members]
+    store = sparse_lib.SparseFrames.from_sparse(
+        [e.piece for e in members], layout, steps_per_quarter=cfg.steps_per_quarter,
+        metre=[(sig, int(e.piece.stats.get("start_step", 0)))
+               for sig, e in zip(signatures, members)]) if members else None
+    splits[split] = [
+        Piece(e.name, tempo_bpm=float(e.piece.stats.get("tempo_bpm", midi_lib.DEFAULT_TEMPO_BPM)),
+              time_signature=sig, sparse=(store, i))
+        for i, (e, sig) in enumerate(zip(members, signatures))]
   return splits
 
 

@@ -340,7 +340,7 @@ class Studio:
     """(label, 'SPLIT/INDEX') for every piece of the run's test and valid splits."""
     entry = self.entry(key)
     dataset = self.dataset(entry)
-    return [(f"{split} {i}: {piece.name} ({len(piece.frames)} frames)", f"{split}/{i}")
+    return [(f"{split} {i}: {piece.name} ({piece.num_frames} frames)", f"{split}/{i}")
             for split in generate.HELD_OUT_SPLITS[::-1] for i, piece in
             enumerate(dataset[split])]
 

@@ -1,0 +1,190 @@
+"""Pieces held sparse in memory, made dense one window (or one piece) at a time.
+
+A dense frame with note lengths and metre is 216 float32 columns (864 bytes) where a
+frame's notes, duration and metre need a few tens: the piano-midi corpus's 127,210 frames
+take 54 MB dense. `SparseFrames` keeps a whole split as
+
+  scalars     float32[N, S]   per frame: the duration, then the velocity and the two metre
+                              columns where the layout has them
+  note_start  int64[N + 1]    frame k's notes are entries note_start[k]:note_start[k + 1]
+  pitches     uint8[nnz]      note index 0..105 (MIDI pitch - 21)
+  lengths     float32[nnz]    each note's length in quarters (layouts with note lengths)
+
+and `gather(rows)` writes float32[..., F] frames for any array of frame indices: exactly
+the frames the dense arrays hold (tested column by column), so batches do not change.
+
+    store = SparseFrames.from_sparse(pieces, layout, metre=[(signature, start_step), ...])
+    store.gather(rows)          # rows int[n, W] of global frame indices -> float32[n, W, F]
+    store.piece(i)              # float32[T_i, F], one piece
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from musicgen_jax import encoding
+
+
+class SparseFrames:
+  """Several pieces' frames, sparse, concatenated (piece i is frames offsets[i]:offsets[i+1]).
+
+  Read-only once built; `gather` and `piece` allocate only what they return.
+  """
+
+  def __init__(self, layout: encoding.FrameLayout, offsets: np.ndarray, scalars: np.ndarray,
+               note_start: np.ndarray, pitches: np.ndarray, lengths: np.ndarray | None):
+    self.layout = layout
+    self.offsets = np.asarray(offsets, np.int64)
+    self.scalars = scalars
+    self.note_start = note_start
+    self.pitches = pitches
+    self.lengths = lengths
+    self._scalar_columns = self.scalar_columns(layout)
+    self._extents = None
+    for array in (self.offsets, scalars, note_start, pitches, lengths):
+      if array is not None:
+        array.flags.writeable = False
+
+  @staticmethod
+  def scalar_columns(layout: encoding.FrameLayout) -> list[int]:
+    """The dense columns held one value per frame: duration, velocity, metre."""
+    columns = [encoding.DURATION_INDEX]
+    if layout.velocity:
+      columns.append(layout.velocity_index)
+    if layout.metre:
+      columns += list(range(layout.metre_columns.start, layout.metre_columns.stop))
+    return columns
+
+  @property
+  def num_pieces(self) -> int:
+    return len(self.offsets) - 1
+
+  @property
+  def num_frames(self) -> int:
+    return int(self.offsets[-1])
+
+  @property
+  def width(self) -> int:
+    return self.layout.width
+
+  @property
+  def nbytes(self) -> int:
+    return sum(a.nbytes for a in (self.offsets, self.scalars, self.note_start, self.pitches,
+                                  self.lengths) if a is not None)
+
+  def piece_length(self, index: int) -> int:
+    return int(self.offsets[index + 1] - self.offsets[index])
+
+  def lengths_of_pieces(self) -> np.ndarray:
+    return np.diff(self.offsets)
+
+  @classmethod
+  def from_dense(cls, arrays: Sequence[np.ndarray]) -> "SparseFrames":
+    """The same frames, from dense float32[T_i, F] arrays of one layout."""
+    if not arrays:
+      raise ValueError("no pieces")
+    layout = encoding.frame_layout(arrays[0], "a piece")
+    for a in arrays:
+      if encoding.frame_layout(a, "a piece") != layout:
+        raise ValueError("the pieces do not share one frame layout")
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
+    columns = cls.scalar_columns(layout)
+    scalars = np.concatenate([np.asarray(a, np.float32)[:, columns] for a in arrays]
+                             ).reshape(-1, len(columns))
+    rows, pitches = [], []
+    for offset, a in zip(offsets[:-1], arrays):
+      r, p = np.nonzero(np.asarray(a)[:, layout.notes] > 0.5)
+      rows.append(r.astype(np.int64) + offset)
+      pitches.append(p.astype(np.uint8))
+    rows = np.concatenate(rows)
+    pitches = np.concatenate(pitches)
+    lengths = None
+    if layout.lengths:
+      lengths = np.concatenate([
+          np.asarray(a, np.float32)[:, layout.length_columns][np.nonzero(
+              np.asarray(a)[:, layout.notes] > 0.5)] for a in arrays])
+    return cls(layout, offsets, np.ascontiguousarray(scalars), _starts(rows, offsets[-1]),
+               pitches, lengths)
+
+  @classmethod
+  def from_sparse(cls, pieces: Sequence, layout: encoding.FrameLayout,
+                  metre: Sequence[tuple[str, int]] | None = None,
+                  steps_per_quarter: int = 12) -> "SparseFrames":
+    """From the cache's `sources.SparsePiece`s (notes, durations, velocities, lengths);
+    with `layout.metre`, each piece's metre columns from its (time signature, start step),
+    as `encoding.add_metre` computes them."""
+    if layout.metre and (metre is None or len(metre) != len(pieces)):
+      raise ValueError("a layout with metre needs each piece's (time_signature, start_step)")
+    lengths_ = np.array([p.num_frames for p in pieces], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths_)]).astype(np.int64)
+    columns = [np.concatenate([p.durations for p in pieces]).astype(np.float32)]
+    if layout.velocity:
+      columns.append(np.concatenate([p.velocities for p in pieces]).astype(np.float32))
+    if layout.metre:
+      columns += list(np.concatenate(
+          [_metre(p, signature, start, steps_per_quarter)
+           for p, (signature, start) in zip(pieces, metre)]).T)
+    rows = np.concatenate([p.rows.astype(np.int64) + o for p, o in zip(pieces, offsets[:-1])])
+    pitches = np.concatenate([p.pitches for p in pieces]).astype(np.uint8)
+    order = np.lexsort((pitches, rows))  # frame by frame, lowest pitch first
+    lengths = None
+    if layout.lengths:
+      lengths = np.concatenate([p.lengths for p in pieces]).astype(np.float32)[order]
+    return cls(layout, offsets, np.ascontiguousarray(np.stack(columns, axis=1)),
+               _starts(rows[order], offsets[-1]), pitches[order], lengths)
+
+  def gather(self, rows) -> np.ndarray:
+    """float32[*rows.shape, F]: the frames at global frame indices `rows`."""
+    rows = np.asarray(rows, np.int64)
+    flat = rows.reshape(-1)
+    out = np.zeros((flat.size, self.width), np.float32)
+    out[:, self._scalar_columns] = self.scalars[flat]
+    first, last = self.note_start[flat], self.note_start[flat + 1]
+    counts = last - first
+    total = int(counts.sum())
+    if total:
+      frame = np.repeat(np.arange(flat.size), counts)
+      entry = np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(total)
+      pitch = self.pitches[entry].astype(np.int64)
+      out[frame, pitch] = 1.0
+      if self.lengths is not None:
+        out[frame, self.layout.length_columns.start + pitch] = self.lengths[entry]
+    return out.reshape(rows.shape + (self.width,))
+
+  def piece(self, index: int) -> np.ndarray:
+    """float32[T_i, F]: piece `index` made dense (read-only)."""
+    out = self.gather(np.arange(self.offsets[index], self.offsets[index + 1]))
+    out.flags.writeable = False
+    return out
+
+  def extents(self) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, the lowest and highest note index (106 and -1 for an empty frame), as
+    `batches.note_extent` gives them for dense frames; computed once."""
+    if self._extents is None:
+      counts = np.diff(self.note_start)
+      has = counts > 0
+      lowest = np.full(self.num_frames, encoding.NUM_NOTES, np.int16)
+      highest = np.full(self.num_frames, -1, np.int16)
+      # Entries run lowest pitch first within each frame.
+      lowest[has] = self.pitches[self.note_start[:-1][has]]
+      highest[has] = self.pitches[self.note_start[1:][has] - 1]
+      self._extents = (lowest, highest)
+    return self._extents
+
+
+def _starts(rows: np.ndarray, num_frames: int) -> np.ndarray:
+  """int64[num_frames + 1]: where each frame's entries start in rows (sorted)."""
+  counts = np.bincount(rows, minlength=int(num_frames)) if rows.size else np.zeros(
+      int(num_frames), np.int64)
+  return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def _metre(piece, time_signature: str, start_step: int, steps_per_quarter: int) -> np.ndarray:
+  """float32[T, 2]: the piece's metre columns, by `encoding.add_metre` itself (on frames
+  holding only what it reads: the durations, and a note where the frame has one)."""
+  frames = np.zeros((piece.num_frames, encoding.FRAME_DIM), np.float32)
+  frames[:, encoding.DURATION_INDEX] = piece.durations
+  frames[piece.rows, 0] = 1.0
+  return encoding.add_metre(frames, time_signature, steps_per_quarter, start_step)[:, -2:]
