@@ -54,11 +54,19 @@ def test_from_the_cache_s_sparse_pieces_with_metre_is_add_metre_s():
   rng = np.random.default_rng(3)
   stored = [_piece(rng, n, True, True, False) for n in (30, 12)]
   metre = [("6/8", 5), ("4/4", 0)]
-  store = SparseFrames.from_sparse([sources.SparsePiece.from_frames(a, {}) for a in stored],
+  held = [sources.SparsePiece.from_frames(a, {}) for a in stored]
+  shuffle = rng.permutation(len(held[0].rows))  # entries in any order are sorted on the way
+  held[0] = sources.SparsePiece(held[0].rows[shuffle], held[0].pitches[shuffle],
+                                held[0].durations, {}, held[0].velocities,
+                                held[0].lengths[shuffle])
+  store = SparseFrames.from_sparse(held,
                                    encoding.FrameLayout(velocity=True, lengths=True, metre=True),
                                    metre=metre, steps_per_quarter=12)
   for i, (a, (signature, start)) in enumerate(zip(stored, metre)):
     np.testing.assert_array_equal(store.piece(i), encoding.add_metre(a, signature, 12, start))
+  lowest, highest = batches_lib.note_extent(np.concatenate(stored))
+  np.testing.assert_array_equal(store.extents()[0], lowest)  # entries lowest pitch first
+  np.testing.assert_array_equal(store.extents()[1], highest)
 
 
 def test_a_loaded_dataset_holds_its_pieces_sparse_with_the_frames_of_encode_file(tmp_path):

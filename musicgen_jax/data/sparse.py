@@ -128,12 +128,16 @@ class SparseFrames:
            for p, (signature, start) in zip(pieces, metre)]).T)
     rows = np.concatenate([p.rows.astype(np.int64) + o for p, o in zip(pieces, offsets[:-1])])
     pitches = np.concatenate([p.pitches for p in pieces]).astype(np.uint8)
-    order = np.lexsort((pitches, rows))  # frame by frame, lowest pitch first
-    lengths = None
-    if layout.lengths:
-      lengths = np.concatenate([p.lengths for p in pieces]).astype(np.float32)[order]
+    lengths = (np.concatenate([p.lengths for p in pieces]).astype(np.float32)
+               if layout.lengths else None)
+    key = rows * encoding.NUM_NOTES + pitches
+    if key.size and not (key[1:] >= key[:-1]).all():  # frame by frame, lowest pitch first
+      order = np.argsort(key, kind="stable")
+      rows, pitches = rows[order], pitches[order]
+      lengths = lengths[order] if lengths is not None else None
+    del key
     return cls(layout, offsets, np.ascontiguousarray(np.stack(columns, axis=1)),
-               _starts(rows[order], offsets[-1]), pitches[order], lengths)
+               _starts(rows, offsets[-1]), pitches, lengths)
 
   def gather(self, rows) -> np.ndarray:
     """float32[*rows.shape, F]: the frames at global frame indices `rows`."""
@@ -187,4 +191,5 @@ def _metre(piece, time_signature: str, start_step: int, steps_per_quarter: int) 
   frames = np.zeros((piece.num_frames, encoding.FRAME_DIM), np.float32)
   frames[:, encoding.DURATION_INDEX] = piece.durations
   frames[piece.rows, 0] = 1.0
-  return encoding.add_metre(frames, time_signature, steps_per_quarter, start_step)[:, -2:]
+  # A copy: a view would keep the whole [T, 109] array alive until the pieces are joined.
+  return encoding.add_metre(frames, time_signature, steps_per_quarter, start_step)[:, -2:].copy()
