@@ -101,6 +101,13 @@ def measure(copies: int) -> dict:
           "frames_per_s": round(sum(steady) / max(len(steady), 1), 0)}
 
 
+def code_label() -> str:
+  """The commit of --code_dir where it is a git checkout, else its path."""
+  done = subprocess.run(["git", "-C", FLAGS.code_dir, "rev-parse", "--short", "HEAD"],
+                        capture_output=True, text=True, check=False)
+  return f"commit {done.stdout.strip()}" if done.returncode == 0 else FLAGS.code_dir
+
+
 def main(argv):
   del argv
   os.makedirs(FLAGS.work_dir, exist_ok=True)
@@ -111,12 +118,12 @@ def main(argv):
     rows.append(row)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   with open(os.path.join(FLAGS.out_dir, f"memory_{FLAGS.name}.json"), "w") as f:
-    json.dump({"name": FLAGS.name, "code_dir": FLAGS.code_dir, "rows": rows,
+    json.dump({"name": FLAGS.name, "code_dir": code_label(), "rows": rows,
                "train_flags": TRAIN_FLAGS, "num_steps": FLAGS.num_steps,
                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}, f, indent=2)
   lines = [f"# Training memory as the corpus grows: {FLAGS.name}", "",
            f"`python -m experiments.bench_memory --copies={','.join(FLAGS.copies)} "
-           f"--name={FLAGS.name}` (code: `{os.path.relpath(FLAGS.code_dir, _REPO_ROOT)}`); "
+           f"--name={FLAGS.name}` (code: {code_label()}); "
            f"{platform.machine()}, {os.cpu_count()} CPU cores; the train command "
            f"`{' '.join(TRAIN_FLAGS)}`, {FLAGS.num_steps} steps.", "",
            "| copies of piano-midi | frames | train peak RSS (MiB) | frames/s | prepare (s) "
