@@ -306,10 +306,10 @@ def with_pitch_range(config: RunConfig, pieces) -> RunConfig:
   """The config with the pitches it trains on recorded (sampling keeps to them)."""
   if config.model.pitch_high:
     return config  # recorded when the run started
-  sounding = np.zeros(NUM_NOTES, bool)
-  for p in pieces:  # piece by piece: no copy of the whole corpus
-    sounding |= (np.asarray(p.frames)[:, :NUM_NOTES] > 0).any(axis=0)
-  used = np.flatnonzero(sounding)
+  from musicgen_jax.data import batches  # pylint: disable=g-import-not-at-top
+  if not pieces:
+    return config
+  used = np.flatnonzero(batches.sparse_store(pieces).pitches_used())
   if not used.size:
     return config
   margin = config.train.transpose_range

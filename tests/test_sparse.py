@@ -1,6 +1,8 @@
 """Pieces held sparse: every column made dense exactly as the dense frames hold it, and the
 same batches from a sparse dataset as from its frames held dense."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,57 @@ def test_a_piece_holds_dense_frames_or_a_store_place_not_both():
   with pytest.raises(ValueError, match="either dense frames or"):
     Piece("x")
   assert Piece("x", sparse=(store, 0)).num_frames == 3
+
+
+def test_a_saved_store_opens_memory_mapped_with_the_same_frames(tmp_path):
+  rng = np.random.default_rng(5)
+  arrays = [_piece(rng, n, True, True, True) for n in (12, 1, 30)]
+  store = SparseFrames.from_dense(arrays)
+  store.save(str(tmp_path / "store"))
+  mapped = SparseFrames.open(str(tmp_path / "store"))
+  assert isinstance(mapped.pitches, np.memmap) and mapped.layout == store.layout
+  rows = rng.integers(0, store.num_frames, size=(4, 5))
+  np.testing.assert_array_equal(mapped.gather(rows), store.gather(rows))
+  fresh = SparseFrames.from_dense(arrays)  # computed from the notes, not read back
+  for got, want in zip(mapped.piece_extents(), fresh.piece_extents()):
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(mapped.pitches_used(), fresh.pitches_used())
+  np.testing.assert_array_equal(fresh.pitches_used(),
+                                np.concatenate(arrays)[:, :encoding.NUM_NOTES].any(axis=0))
+
+
+def _midi_folder(folder, count=6, seed=0):
+  rng = np.random.default_rng(seed)
+  folder.mkdir(exist_ok=True)
+  for i in range(count):
+    frames = _piece(rng, 20, False, False, False)
+    encoding.frames_to_midi(frames).save(str(folder / f"p{i}.mid"))
+
+
+def test_the_next_load_maps_the_splits_from_disk_until_the_source_changes(tmp_path):
+  music = tmp_path / "music"
+  _midi_folder(music)
+  cfg = DataConfig(dataset="midi_dir", data_dir=str(music), cache_dir=str(tmp_path / "cache"),
+                   valid_fraction=0.2, test_fraction=0.2, num_workers=1)
+  first = load_dataset(cfg)
+  second = load_dataset(cfg)
+  assert "mapped" not in first.summary and second.summary["mapped"]
+  assert second.summary["cache_hit"] and second.summary["num_encoded"] == 0
+  assert second.summary["num_frames"] == first.summary["num_frames"]
+  for split in ("train", "valid", "test"):
+    assert [p.name for p in second[split]] == [p.name for p in first[split]]
+    for a, b in zip(first[split], second[split]):
+      assert isinstance(b.sparse[0].pitches, np.memmap)
+      np.testing.assert_array_equal(a.frames, b.frames)
+      assert (a.tempo_bpm, a.time_signature) == (b.tempo_bpm, b.time_signature)
+  # A changed file is encoded again, and the splits are mapped anew (the old ones removed).
+  _midi_folder(music, count=1, seed=9)  # p0.mid rewritten
+  third = load_dataset(cfg)
+  assert "mapped" not in third.summary and third.summary["num_encoded"] == 1
+  fourth = load_dataset(cfg)
+  assert fourth.summary["mapped"] != second.summary["mapped"]
+  assert [n for n in (tmp_path / "cache").iterdir() if ".mapped-" in n.name] == [
+      pathlib.Path(fourth.summary["mapped"])]
+  p0 = next(p for s in ("train", "valid", "test") for p in fourth[s] if p.name == "p0.mid")
+  from musicgen_jax.data import encode_file  # pylint: disable=g-import-not-at-top
+  np.testing.assert_array_equal(p0.frames, encode_file(cfg, str(music / "p0.mid"))[0])

@@ -143,8 +143,6 @@ class WindowBatches:
     if self.num_short_pieces:
       logging.info("%d of %d pieces are shorter than seq_len + 1 = %d frames and are skipped",
                    self.num_short_pieces, lengths.size, self.window)
-    if self.transpose_range:
-      self._lowest, self._highest = self._store.extents()
     # Window number u belongs to the piece whose [cum_before, cum_after) range holds it;
     # its first frame is piece_offset + (u - cum_before) (frame numbers of the store).
     offsets = self._store.offsets[:-1][usable]
@@ -169,8 +167,10 @@ class WindowBatches:
     batch = self._store.gather(rows)  # made dense here, for these rows only
     if not self.transpose_range:
       return batch
-    shifts = draw_shifts(self._lowest[rows].min(axis=1), self._highest[rows].max(axis=1),
-                         draws[local], self.transpose_range)
+    lowest, highest = note_extent(batch.reshape(-1, batch.shape[-1]))  # of this batch only
+    shifts = draw_shifts(lowest.reshape(rows.shape).min(axis=1),
+                         highest.reshape(rows.shape).max(axis=1), draws[local],
+                         self.transpose_range)
     return transpose(batch, shifts)
 
   def train_batch(self, step: int) -> dict:
@@ -206,9 +206,8 @@ class StreamBatches:
       raise ValueError("no training piece has two or more frames")
     self._lengths = lengths[self._pieces]
     self._windows = -(-(self._lengths - 1) // self.seq_len)
-    lowest, highest = self._store.extents()
-    self._extent = [(int(lowest[a:b].min()), int(highest[a:b].max())) for a, b in
-                    zip(self._store.offsets[self._pieces], self._store.offsets[self._pieces + 1])]
+    lowest, highest = self._store.piece_extents()
+    self._extent = [(int(lowest[i]), int(highest[i])) for i in self._pieces]
     self._epochs: list[np.ndarray] = []  # per epoch: int32[steps, rows, 3] piece/window/shift
     self._epoch_starts = [0]
 

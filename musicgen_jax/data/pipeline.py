@@ -10,9 +10,12 @@ split fractions never re-encodes.
 
 import concurrent.futures
 import dataclasses
+import hashlib
+import json
 import math
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 
@@ -303,15 +306,31 @@ def _encode_into(entries: dict, to_encode: list, cfg: DataConfig, location: str,
   return time.perf_counter() - start
 
 
-def _load_midi_source(cfg: DataConfig, progress_interval_s: float):
-  """midi_dir / bach_chorales / music21_corpus: list files, reuse cached ones, encode the
-  rest."""
+@dataclasses.dataclass(frozen=True)
+class _MidiSource:
+  listed: list  # every file of the source, sorted
+  files: list  # those used (--max_files)
+  location: str
+  key: str  # the cache's
+  path: str  # the cache file's
+
+
+def _midi_source(cfg: DataConfig) -> _MidiSource:
   listed, location = _list_source(cfg)
-  files = listed[:cfg.max_files] if cfg.max_files else listed
   # The parser in use is part of the key: on malformed files the two may differ.
   key = cache_lib.cache_key(cfg.dataset, location, dict(
       cfg.encoding_settings, parser=midi_lib.reader_in_use(cfg.midi_reader)))
-  path = cache_lib.cache_path(cfg.cache_dir, cfg.dataset, key)
+  return _MidiSource(listed, listed[:cfg.max_files] if cfg.max_files else listed, location,
+                     key, cache_lib.cache_path(cfg.cache_dir, cfg.dataset, key))
+
+
+def _load_midi_source(cfg: DataConfig, progress_interval_s: float,
+                      source: _MidiSource | None = None):
+  """midi_dir / bach_chorales / music21_corpus: list files, reuse cached ones, encode the
+  rest."""
+  source = source or _midi_source(cfg)
+  listed, files, location, key, path = (source.listed, source.files, source.location,
+                                        source.key, source.path)
   index = _CacheIndex(cache_lib.read_cache(path, key))
   entries = {f.name: index.get(f) for f in files if index.get(f) is not None}
   to_encode = [f for f in files if f.name not in entries]
@@ -462,10 +481,15 @@ def load_dataset(cfg: DataConfig, *,
     to change (no MIDI files found, no usable music, music21 missing, ...).
   """
   start = time.perf_counter()
+  source = None
   if cfg.dataset == "json":
     entries, skipped, info = _load_json_source(cfg)
   else:
-    entries, skipped, info = _load_midi_source(cfg, progress_interval_s)
+    source = _midi_source(cfg)
+    mapped = _open_mapped(cfg, source, start)
+    if mapped is not None:
+      return mapped
+    entries, skipped, info = _load_midi_source(cfg, progress_interval_s, source)
   if not entries:
     raise _no_music_error(info["source"], info["num_files"], skipped)
   splits = _split_pieces(cfg, entries)
@@ -473,12 +497,113 @@ def load_dataset(cfg: DataConfig, *,
     if not pieces:
       logging.warning("the %s split of %s is empty", split, info["source"])
   summary = _summary(cfg, info, entries, skipped, splits)
+  del entries  # the pieces live on in the splits' sparse stores
+  if source is not None:
+    splits = _write_mapped(cfg, source, splits, skipped, summary)
   summary["load_seconds"] = time.perf_counter() - start
+  _log_load(cfg, summary, splits, skipped, info["cache_hit"])
+  return Dataset(splits=splits, skipped=skipped, summary=summary, config=cfg)
+
+
+MAPPED_FORMAT = 1
+MAPPED_META = "dataset.json"
+
+
+def _mapped_folder(cfg: DataConfig, source: _MidiSource) -> str | None:
+  """Where the splits of this cache, these files and these split settings are kept as
+  memory-mapped stores; None while there is no cache file."""
+  try:
+    stat = os.stat(source.path)
+  except OSError:
+    return None
+  document = json.dumps({
+      "format": MAPPED_FORMAT, "key": source.key, "cache": [stat.st_size, stat.st_mtime_ns],
+      "files": [[f.name, cache_lib.jsonable_signature(f.signature)] for f in source.files],
+      "valid_fraction": cfg.valid_fraction, "test_fraction": cfg.test_fraction,
+      "metre": cfg.metre, "steps_per_quarter": cfg.steps_per_quarter}, sort_keys=True)
+  digest = hashlib.sha256(document.encode("utf-8")).hexdigest()[:16]
+  return source.path[:-len(".npz")] + f".mapped-{digest}"
+
+
+def _open_splits(folder: str, described: dict) -> dict[str, list[Piece]]:
+  splits = {}
+  for split in splits_lib.SPLITS:
+    rows = described["splits"][split]
+    store = sparse_lib.SparseFrames.open(os.path.join(folder, split)) if rows else None
+    splits[split] = [Piece(name, tempo_bpm=tempo, time_signature=signature, sparse=(store, i))
+                     for i, (name, tempo, signature) in enumerate(rows)]
+  return splits
+
+
+def _write_mapped(cfg: DataConfig, source: _MidiSource, splits: dict, skipped: list,
+                  summary: dict) -> dict[str, list[Piece]]:
+  """Writes the splits' stores beside the cache and returns the splits read back from them
+  (memory-mapped); the splits as they are where the folder cannot be written."""
+  folder = _mapped_folder(cfg, source)
+  if folder is None:
+    return splits
+  tmp = f"{folder}.tmp-{os.getpid()}"
+  described = {"format": MAPPED_FORMAT, "skipped": [list(s) for s in skipped],
+               "summary": summary,
+               "splits": {split: [[p.name, p.tempo_bpm, p.time_signature] for p in pieces]
+                          for split, pieces in splits.items()}}
+  try:
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, pieces in splits.items():
+      if pieces:
+        pieces[0].sparse[0].save(os.path.join(tmp, split))
+    os.makedirs(tmp, exist_ok=True)
+    with open(os.path.join(tmp, MAPPED_META), "w", encoding="utf-8") as f:
+      json.dump(described, f)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.rename(tmp, folder)
+  except (OSError, TypeError, ValueError) as e:
+    shutil.rmtree(tmp, ignore_errors=True)
+    logging.warning("cannot keep the dataset's splits beside its cache (%s); holding them in "
+                    "memory", e)
+    return splits
+  except BaseException:  # interrupted: no half-written folder stays behind
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  prefix = os.path.basename(source.path[:-len(".npz")]) + ".mapped-"
+  parent = os.path.dirname(folder)
+  for name in os.listdir(parent):  # splits of earlier versions of this cache
+    if name.startswith(prefix) and os.path.join(parent, name) != folder:
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+  return _open_splits(folder, described)
+
+
+def _open_mapped(cfg: DataConfig, source: _MidiSource, start: float) -> Dataset | None:
+  """The dataset from its memory-mapped splits, when they are current (the same cache file,
+  files and split settings); None otherwise (then it is loaded and they are written)."""
+  folder = _mapped_folder(cfg, source)
+  if folder is None or not os.path.isfile(os.path.join(folder, MAPPED_META)):
+    return None
+  try:
+    with open(os.path.join(folder, MAPPED_META), encoding="utf-8") as f:
+      described = json.load(f)
+    if described.get("format") != MAPPED_FORMAT:
+      return None
+    splits = _open_splits(folder, described)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    logging.warning("the dataset's mapped splits in %s are unreadable (%s); reading the cache",
+                    folder, e)
+    return None
+  skipped = [tuple(s) for s in described["skipped"]]
+  summary = dict(described["summary"], cache_hit=True, num_encoded=0, encode_seconds=0.0,
+                 num_cached=len(source.files), mapped=folder)
+  summary["load_seconds"] = time.perf_counter() - start
+  _log_load(cfg, summary, splits, skipped, True)
+  return Dataset(splits=splits, skipped=skipped, summary=summary, config=cfg)
+
+
+def _log_load(cfg: DataConfig, summary: dict, splits: dict, skipped: list,
+              cache_hit: bool) -> None:
   logging.info(
       "%s: %d pieces (train %d, valid %d, test %d), %d frames, %d skipped, %s in %.2f s",
       cfg.dataset, summary["num_pieces"], len(splits["train"]), len(splits["valid"]),
       len(splits["test"]), summary["num_frames"], len(skipped),
-      "from cache" if info["cache_hit"] else f"{info['num_encoded']} encoded",
+      "from cache" if cache_hit else f"{summary['num_encoded']} encoded",
       summary["load_seconds"])
   if summary["dropped_out_of_range"] or summary["dropped_drums"]:
     logging.info("dropped %d notes outside pitches %d..%d and %d drum notes",
@@ -487,4 +612,3 @@ def load_dataset(cfg: DataConfig, *,
   if summary["unclosed_notes"]:
     logging.info("%d notes were never closed by their files; they end at each file's last "
                  "event", summary["unclosed_notes"])
-  return Dataset(splits=splits, skipped=skipped, summary=summary, config=cfg)

@@ -20,11 +20,18 @@ the frames the dense arrays hold (tested column by column), so batches do not ch
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from musicgen_jax import encoding
+
+ARRAYS = ("offsets", "scalars", "note_start", "pitches", "lengths")
+LAYOUT_FILE = "layout.json"
+SUMMARY_FILE = "pieces.npz"  # per piece note extents, and the pitches used
 
 
 class SparseFrames:
@@ -36,15 +43,17 @@ class SparseFrames:
   def __init__(self, layout: encoding.FrameLayout, offsets: np.ndarray, scalars: np.ndarray,
                note_start: np.ndarray, pitches: np.ndarray, lengths: np.ndarray | None):
     self.layout = layout
-    self.offsets = np.asarray(offsets, np.int64)
+    self.offsets = np.array(offsets, np.int64)  # one integer a piece: in memory
     self.scalars = scalars
     self.note_start = note_start
     self.pitches = pitches
     self.lengths = lengths
     self._scalar_columns = self.scalar_columns(layout)
     self._extents = None
+    self._piece_extents = None
+    self._pitches_used = None
     for array in (self.offsets, scalars, note_start, pitches, lengths):
-      if array is not None:
+      if array is not None and not isinstance(array, np.memmap):
         array.flags.writeable = False
 
   @staticmethod
@@ -162,6 +171,59 @@ class SparseFrames:
     out = self.gather(np.arange(self.offsets[index], self.offsets[index + 1]))
     out.flags.writeable = False
     return out
+
+  def save(self, folder: str) -> None:
+    """Writes the store as .npy files (and its layout) in `folder`, for `open`."""
+    os.makedirs(folder, exist_ok=True)
+    for name in ARRAYS:
+      array = getattr(self, name)
+      if array is not None:
+        np.save(os.path.join(folder, name + ".npy"), np.asarray(array))
+    lowest, highest = self.piece_extents()
+    np.savez(os.path.join(folder, SUMMARY_FILE), piece_lowest=lowest, piece_highest=highest,
+             pitches_used=self.pitches_used())
+    with open(os.path.join(folder, LAYOUT_FILE), "w") as f:
+      json.dump(dataclasses.asdict(self.layout), f)
+
+  @classmethod
+  def open(cls, folder: str) -> "SparseFrames":
+    """A store `save` wrote, its arrays memory-mapped from disk (read-only): only the pages
+    that gathers touch are read, so memory does not grow with the corpus."""
+    with open(os.path.join(folder, LAYOUT_FILE)) as f:
+      layout = encoding.FrameLayout(**json.load(f))
+    arrays = {}
+    for name in ARRAYS:
+      path = os.path.join(folder, name + ".npy")
+      arrays[name] = np.load(path, mmap_mode="r") if os.path.exists(path) else None
+    store = cls(layout, **arrays)
+    with np.load(os.path.join(folder, SUMMARY_FILE)) as summary:  # small: one entry a piece
+      store._piece_extents = (summary["piece_lowest"], summary["piece_highest"])
+      store._pitches_used = summary["pitches_used"]
+    return store
+
+  def piece_extents(self) -> tuple[np.ndarray, np.ndarray]:
+    """int16[num_pieces] each: per piece the lowest and highest note index (106 and -1 for
+    a piece without notes), reading each piece's notes once."""
+    if self._piece_extents is None:
+      lowest = np.full(self.num_pieces, encoding.NUM_NOTES, np.int16)
+      highest = np.full(self.num_pieces, -1, np.int16)
+      bounds = self.note_start[self.offsets]
+      for i in range(self.num_pieces):
+        if bounds[i + 1] > bounds[i]:
+          pitches = np.asarray(self.pitches[bounds[i]:bounds[i + 1]])
+          lowest[i], highest[i] = pitches.min(), pitches.max()
+      self._piece_extents = (lowest, highest)
+    return self._piece_extents
+
+  def pitches_used(self, chunk: int = 1 << 24) -> np.ndarray:
+    """bool[106]: the note indices that occur, read a chunk at a time."""
+    if self._pitches_used is None:
+      used = np.zeros(encoding.NUM_NOTES, bool)
+      for start in range(0, len(self.pitches), chunk):
+        used |= np.bincount(np.asarray(self.pitches[start:start + chunk]),
+                            minlength=encoding.NUM_NOTES)[:encoding.NUM_NOTES] > 0
+      self._pitches_used = used
+    return self._pitches_used
 
   def extents(self) -> tuple[np.ndarray, np.ndarray]:
     """Per frame, the lowest and highest note index (106 and -1 for an empty frame), as
