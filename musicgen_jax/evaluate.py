@@ -25,6 +25,7 @@ intra-/inter-set distance distributions), under "music_stats", and beside it by 
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
@@ -45,10 +46,45 @@ MIN_CHUNK = 64  # shortest padded row (fewer shapes to compile for short pieces)
 WINDOW_ROWS_PER_PIECE_ROW = 16  # windowed models: windows per compiled call / batch_size
 
 
-def _frames_of(piece) -> np.ndarray:
+def _frames_of(piece, dense: "_DenseCache"):
+  """The piece's frames: an array, or for a piece held sparse a view made dense when sliced
+  (so a split is never all dense at once)."""
+  if getattr(piece, "sparse", None) is not None:
+    return _SparseView(piece, dense)
   frames = np.asarray(getattr(piece, "frames", piece), np.float32)
   frame_layout(frames, "a piece")
   return frames
+
+
+class _DenseCache:
+  """The last few pieces made dense (the scorers read each piece a chunk at a time)."""
+
+  def __init__(self, size: int):
+    self.size, self._items = size, collections.OrderedDict()
+
+  def get(self, piece) -> np.ndarray:
+    key = id(piece)
+    if key in self._items:
+      self._items.move_to_end(key)
+    else:
+      self._items[key] = piece.frames
+      while len(self._items) > self.size:
+        self._items.popitem(last=False)
+    return self._items[key]
+
+
+class _SparseView:
+  """float32[T, F] of a sparse piece, as far as the scorers use an array: len, shape, slices."""
+
+  def __init__(self, piece, dense: _DenseCache):
+    self._piece, self._dense = piece, dense
+    self.shape = (piece.num_frames, piece.sparse[0].width)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, key):
+    return self._dense.get(self._piece)[key]
 
 
 def _padded_length(length: int, chunk: int) -> int:
@@ -174,7 +210,8 @@ def evaluate_pieces(cfg: ModelConfig, params, pieces: Sequence, *, batch_size: i
   if batch_size < 1 or chunk < 1:
     raise ValueError(f"--eval_batch_size and the chunk must be positive, got {batch_size} "
                      f"and {chunk}")
-  frames = [f for f in map(_frames_of, pieces) if len(f) >= 2]
+  dense = _DenseCache(2 * batch_size)  # a group of the recurrent scorer, and more
+  frames = [f for f in (_frames_of(p, dense) for p in pieces) if len(f) >= 2]
   if not frames:
     raise ValueError("nothing to evaluate: no piece has two or more frames")
   totals = _Totals()

@@ -99,10 +99,17 @@ def test_protocol_context_per_model(model):
   params = init_params(cfg, jax.random.key(0))
   pieces = [toy_frames(7, 37), toy_frames(8, 6), toy_frames(9, 20)]
   expected = naive_scores(cfg, params, pieces)
+  result_4 = eval_lib.evaluate_pieces(cfg, params, pieces, batch_size=2, chunk=4)
   for chunk in (4, 512):
     result = eval_lib.evaluate_pieces(cfg, params, pieces, batch_size=2, chunk=chunk)
     assert result["num_frames"] == 36 + 5 + 19
     assert result["nll"] == pytest.approx(expected, rel=1e-5), chunk
+  # Pieces held sparse (as a loaded dataset holds them) score the same, made dense per use.
+  from musicgen_jax.data import Piece  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data.sparse import SparseFrames  # pylint: disable=g-import-not-at-top
+  store = SparseFrames.from_dense(pieces)
+  held = [Piece(str(i), sparse=(store, i)) for i in range(len(pieces))]
+  assert eval_lib.evaluate_pieces(cfg, params, held, batch_size=2, chunk=4) == result_4
 
 
 def test_empty_input_is_an_error():
