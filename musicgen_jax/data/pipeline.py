@@ -555,8 +555,12 @@ def _write_mapped(cfg: DataConfig, source: _MidiSource, splits: dict, skipped: l
     os.makedirs(tmp, exist_ok=True)
     with open(os.path.join(tmp, MAPPED_META), "w", encoding="utf-8") as f:
       json.dump(described, f)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.rename(tmp, folder)
+    try:
+      os.rename(tmp, folder)
+    except OSError:  # another process wrote the same splits first: keep theirs
+      if not os.path.isfile(os.path.join(folder, MAPPED_META)):
+        raise
+      shutil.rmtree(tmp, ignore_errors=True)
   except (OSError, TypeError, ValueError) as e:
     shutil.rmtree(tmp, ignore_errors=True)
     logging.warning("cannot keep the dataset's splits beside its cache (%s); holding them in "
@@ -568,9 +572,14 @@ def _write_mapped(cfg: DataConfig, source: _MidiSource, splits: dict, skipped: l
   prefix = os.path.basename(source.path[:-len(".npz")]) + ".mapped-"
   parent = os.path.dirname(folder)
   for name in os.listdir(parent):  # splits of earlier versions of this cache
-    if name.startswith(prefix) and os.path.join(parent, name) != folder:
+    if (name.startswith(prefix) and ".tmp-" not in name and
+        os.path.join(parent, name) != folder):
       shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-  return _open_splits(folder, described)
+  try:
+    return _open_splits(folder, described)
+  except OSError as e:  # removed under us by a process with a newer cache
+    logging.warning("cannot open the dataset's mapped splits (%s); holding them in memory", e)
+    return splits
 
 
 def _open_mapped(cfg: DataConfig, source: _MidiSource, start: float) -> Dataset | None:
