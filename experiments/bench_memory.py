@@ -35,6 +35,8 @@ def define_flags() -> None:
   flags.DEFINE_string("code_dir", _REPO_ROOT, "The checkout whose programs run.")
   flags.DEFINE_string("name", "sparse", "Names the report (memory_NAME.md).")
   flags.DEFINE_integer("num_steps", 300, "Training steps per run.")
+  flags.DEFINE_integer("shard_files", 0, "Passed to prepare and train: the corpus in shards "
+                       "of N files (0 = one cache file).")
   flags.DEFINE_string("out_dir", os.path.join(_REPO_ROOT, "experiments", "results", "memory"),
                       "Where the report goes.")
 
@@ -52,7 +54,7 @@ def corpus(copies: int) -> str:
     return folder
   files = sorted(f for f in os.listdir(FLAGS.data_dir) if f.lower().endswith((".mid", ".midi")))
   for k in range(copies):
-    target = os.path.join(folder, f"copy_{k:03d}")
+    target = os.path.join(folder, f"copy_{k:0{max(3, len(str(copies - 1)))}d}")
     os.makedirs(target, exist_ok=True)
     for f in files:
       dst = os.path.join(target, f)
@@ -82,11 +84,12 @@ def measure(copies: int) -> dict:
   data = corpus(copies)
   cache = os.path.join(FLAGS.work_dir, f"cache_{copies}x")
   source = [f"--dataset=midi_dir", f"--data_dir={data}", f"--cache_dir={cache}",
-            "--velocity_bins=16"]
+            "--velocity_bins=16", f"--shard_files={FLAGS.shard_files}"]
   stats_path = os.path.join(cache, "stats.json")
-  prepare_s, _, _ = _run(["musicgen_jax.prepare", *source, f"--stats_json={stats_path}"])
+  prepare_s, prepare_kib, _ = _run(["musicgen_jax.prepare", *source, f"--stats_json={stats_path}"])
   with open(stats_path) as f:
-    frames = json.load(f)["all"]["num_frames"]
+    statistics = json.load(f)
+  frames, files = statistics["all"]["num_frames"], statistics["summary"]["num_files"]
   workdir = os.path.join(FLAGS.work_dir, f"run_{FLAGS.name}_{copies}x")
   if os.path.exists(workdir):
     subprocess.run(["rm", "-rf", workdir], check=True)
@@ -96,7 +99,8 @@ def measure(copies: int) -> dict:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f if '"frames_per_s"' in line]
   steady = [r["frames_per_s"] for r in records if "train_loss" in r][1:]
-  return {"copies": copies, "frames": frames, "prepare_s": round(prepare_s, 1),
+  return {"copies": copies, "files": files, "frames": frames, "prepare_s": round(prepare_s, 1),
+          "prepare_peak_rss_mib": round(prepare_kib / 1024, 1),
           "train_s": round(train_s, 1), "train_peak_rss_mib": round(train_kib / 1024, 1),
           "frames_per_s": round(sum(steady) / max(len(steady), 1), 0)}
 
@@ -120,16 +124,19 @@ def main(argv):
   with open(os.path.join(FLAGS.out_dir, f"memory_{FLAGS.name}.json"), "w") as f:
     json.dump({"name": FLAGS.name, "code_dir": code_label(), "rows": rows,
                "train_flags": TRAIN_FLAGS, "num_steps": FLAGS.num_steps,
+               "shard_files": FLAGS.shard_files,
                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}, f, indent=2)
   lines = [f"# Training memory as the corpus grows: {FLAGS.name}", "",
            f"`python -m experiments.bench_memory --copies={','.join(FLAGS.copies)} "
-           f"--name={FLAGS.name}` (code: {code_label()}); "
+           f"--name={FLAGS.name} --shard_files={FLAGS.shard_files}` (code: {code_label()}); "
            f"{platform.machine()}, {os.cpu_count()} CPU cores; the train command "
            f"`{' '.join(TRAIN_FLAGS)}`, {FLAGS.num_steps} steps.", "",
-           "| copies of piano-midi | frames | train peak RSS (MiB) | frames/s | prepare (s) "
-           "| train (s) |", "|---|---|---|---|---|---|"]
-  lines += [f"| {r['copies']} | {r['frames']} | {r['train_peak_rss_mib']} | "
-            f"{r['frames_per_s']:.0f} | {r['prepare_s']} | {r['train_s']} |" for r in rows]
+           "| copies of piano-midi | files | frames | train peak RSS (MiB) | frames/s "
+           "| prepare (s) | prepare peak RSS (MiB) | train (s) |",
+           "|---|---|---|---|---|---|---|---|"]
+  lines += [f"| {r['copies']} | {r.get('files', '')} | {r['frames']} | "
+            f"{r['train_peak_rss_mib']} | {r['frames_per_s']:.0f} | {r['prepare_s']} | "
+            f"{r.get('prepare_peak_rss_mib', '')} | {r['train_s']} |" for r in rows]
   with open(os.path.join(FLAGS.out_dir, f"memory_{FLAGS.name}.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))

@@ -20,18 +20,16 @@ import numpy as np
 from absl import logging
 
 from musicgen_jax import encoding
-from musicgen_jax.data.sparse import SparseFrames
+from musicgen_jax.data.sparse import ShardedFrames, SparseFrames, stores_of
 
 
-def sparse_store(pieces: Sequence) -> SparseFrames:
-  """The pieces' frames held sparse, in order: the loaded dataset's own store when the
-  pieces are exactly its pieces, else built from the pieces' frames (Pieces or arrays)."""
-  held = [getattr(p, "sparse", None) for p in pieces]
-  if held and all(h is not None for h in held):
-    store = held[0][0]
-    if all(h[0] is store for h in held) and [h[1] for h in held] == list(
-        range(store.num_pieces)):
-      return store
+def sparse_store(pieces: Sequence) -> SparseFrames | ShardedFrames:
+  """The pieces' frames held sparse, in order: the loaded dataset's own store (or its
+  shards' stores read as one) when the pieces are exactly their pieces, else built from
+  the pieces' frames (Pieces or arrays)."""
+  stores = stores_of(pieces)
+  if stores is not None:
+    return stores[0] if len(stores) == 1 else ShardedFrames(stores)
   if not pieces:
     raise ValueError("no training pieces")
   return SparseFrames.from_dense([np.asarray(getattr(p, "frames", p)) for p in pieces])

@@ -95,6 +95,14 @@ class DataConfig(Settings):
   velocity_bins: int = setting(
       0, "Dynamics: frames carry each onset's mean MIDI velocity and models predict it in "
       "this many classes; 0 = off (the study's 107-dim frame).", check=non_negative)
+  shard_files: int = setting(
+      0, "MIDI sources: encode and keep the corpus in shards of N files each, for corpora "
+      "larger than memory. Each shard is encoded by a worker and written as memory-mapped "
+      "sparse stores beside the cache, an interrupted encoding resumes from the shards "
+      "written, a changed file re-encodes only its shard, and a process training on a share "
+      "of the data (--data_shares) opens only its own shards. The pieces, splits and "
+      "batches are those of the one-file cache. 0 = one cache file.",
+      check=non_negative, resume=FREE)
   max_files: int = setting(
       0, "Use only the first N source files (sorted by name); 0 = all. For quick runs.",
       check=non_negative)

@@ -100,6 +100,7 @@ class Dataset:
   skipped: list[tuple[str, str]]
   summary: dict
   config: DataConfig
+  shard_of_train: list[int] | None = None  # a sharded corpus's train pieces: their shards
 
   @property
   def train(self) -> list[Piece]:
@@ -467,9 +468,13 @@ def _summary(cfg: DataConfig, info: dict, entries: list, skipped: list,
   return summary
 
 
-def load_dataset(cfg: DataConfig, *,
-                 progress_interval_s: float = PROGRESS_INTERVAL_S) -> Dataset:
+def load_dataset(cfg: DataConfig, *, progress_interval_s: float = PROGRESS_INTERVAL_S,
+                 train_shards=None) -> Dataset:
   """Loads (encoding and caching as needed) the dataset that cfg names.
+
+  With cfg.shard_files the corpus is encoded into shards and read from them (see
+  `shards`); `train_shards` (a predicate on the shard number) then limits the train split
+  to those shards' pieces, and is ignored otherwise.
 
   Returns:
     A Dataset: pieces in 'train'/'valid'/'test' (MIDI sources split by a hash
@@ -486,6 +491,9 @@ def load_dataset(cfg: DataConfig, *,
     entries, skipped, info = _load_json_source(cfg)
   else:
     source = _midi_source(cfg)
+    if cfg.shard_files:
+      from musicgen_jax.data import shards  # pylint: disable=g-import-not-at-top
+      return shards.load_sharded(cfg, source, start, progress_interval_s, train_shards)
     mapped = _open_mapped(cfg, source, start)
     if mapped is not None:
       return mapped

@@ -34,6 +34,98 @@ LAYOUT_FILE = "layout.json"
 SUMMARY_FILE = "pieces.npz"  # per piece note extents, and the pitches used
 
 
+class OnDisk:
+  """A read-only .npy array read from its file on each access (`os.pread`), never mapped:
+  a gather reads only the byte ranges it needs, and the pages read live in the system's
+  page cache, not in the process's resident memory, however many batches a run reads.
+
+  The file stays open while the array lives, so it reads the same data after the file is
+  removed or replaced (as a memory map would). Indexing with a slice, an integer or an
+  integer array (read as runs of consecutive indices, one read per run) gives an ordinary
+  numpy array. Pickles as its path.
+  """
+
+  def __init__(self, path: str):
+    self.path = os.path.abspath(path)
+    self._fd = os.open(self.path, os.O_RDONLY)
+    try:
+      with os.fdopen(os.dup(self._fd), "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+        self._start = f.tell()
+    except BaseException:
+      os.close(self._fd)
+      raise
+    if fortran and len(shape) > 1:
+      os.close(self._fd)
+      raise ValueError(f"{path}: a Fortran-ordered array")
+    self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+    self._row = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+  def __del__(self):
+    fd = getattr(self, "_fd", None)
+    if fd is not None:
+      try:
+        os.close(fd)
+      except OSError:
+        pass
+
+  def __reduce__(self):
+    return (OnDisk, (self.path,))
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  @property
+  def nbytes(self) -> int:
+    return self.shape[0] * self._row
+
+  def _read(self, lo: int, hi: int, into: np.ndarray | None = None) -> np.ndarray:
+    """Rows lo:hi (0 <= lo <= hi <= len)."""
+    out = into if into is not None else np.empty((hi - lo,) + self.shape[1:], self.dtype)
+    size = (hi - lo) * self._row
+    if size:
+      view = memoryview(out.reshape(-1).view(np.uint8))
+      fd, done = self._fd, 0
+      while done < size:
+        got = os.preadv(fd, [view[done:size]], self._start + lo * self._row + done)
+        if got <= 0:
+          raise OSError(f"{self.path}: file shorter than its header says")
+        done += got
+    return out
+
+  def __getitem__(self, key):
+    if isinstance(key, slice):
+      lo, hi, step = key.indices(len(self))
+      if step != 1:
+        raise IndexError("OnDisk reads slices with step 1 only")
+      return self._read(lo, max(lo, hi))
+    if isinstance(key, (int, np.integer)):
+      k = int(key) + (len(self) if key < 0 else 0)
+      if not 0 <= k < len(self):
+        raise IndexError(f"index {key} out of range for {len(self)} rows")
+      return self._read(k, k + 1)[0]
+    index = np.asarray(key)
+    if index.dtype == bool or not np.issubdtype(index.dtype, np.integer):
+      raise IndexError("OnDisk takes slices, integers and integer arrays")
+    flat = index.reshape(-1).astype(np.int64)
+    out = np.empty((flat.size,) + self.shape[1:], self.dtype)
+    if flat.size:
+      if flat.min() < 0 or flat.max() >= len(self):
+        raise IndexError(f"index out of range for {len(self)} rows")
+      ends = np.flatnonzero(np.diff(flat) != 1) + 1
+      bounds = np.concatenate([[0], ends, [flat.size]])
+      for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        self._read(int(flat[a]), int(flat[a]) + b - a, into=out[a:b])
+    return out.reshape(index.shape + self.shape[1:])
+
+  def __array__(self, dtype=None, copy=None):
+    whole = self._read(0, len(self))
+    return whole if dtype is None else whole.astype(dtype)
+
+
 class SparseFrames:
   """Several pieces' frames, sparse, concatenated (piece i is frames offsets[i]:offsets[i+1]).
 
@@ -53,7 +145,7 @@ class SparseFrames:
     self._piece_extents = None
     self._pitches_used = None
     for array in (self.offsets, scalars, note_start, pitches, lengths):
-      if array is not None and not isinstance(array, np.memmap):
+      if isinstance(array, np.ndarray) and not isinstance(array, np.memmap):
         array.flags.writeable = False
 
   @staticmethod
@@ -187,14 +279,18 @@ class SparseFrames:
 
   @classmethod
   def open(cls, folder: str) -> "SparseFrames":
-    """A store `save` wrote, its arrays memory-mapped from disk (read-only): only the pages
-    that gathers touch are read, so memory does not grow with the corpus."""
+    """A store `save` wrote, its arrays read from disk as gathers need them (`OnDisk`):
+    only the per-piece offsets are held in memory, so memory does not grow with the corpus
+    or with the batches read."""
     with open(os.path.join(folder, LAYOUT_FILE)) as f:
       layout = encoding.FrameLayout(**json.load(f))
     arrays = {}
     for name in ARRAYS:
       path = os.path.join(folder, name + ".npy")
-      arrays[name] = np.load(path, mmap_mode="r") if os.path.exists(path) else None
+      if name == "offsets":
+        arrays[name] = np.load(path) if os.path.exists(path) else None
+      else:
+        arrays[name] = OnDisk(path) if os.path.exists(path) else None
     store = cls(layout, **arrays)
     with np.load(os.path.join(folder, SUMMARY_FILE)) as summary:  # small: one entry a piece
       store._piece_extents = (summary["piece_lowest"], summary["piece_highest"])
@@ -240,6 +336,27 @@ class SparseFrames:
     return self._extents
 
 
+def stores_of(pieces: Sequence) -> list | None:
+  """The stores the pieces are held in, when the pieces are exactly those stores' pieces in
+  order (store after store, each from its first piece to its last); None otherwise."""
+  stores, expected = [], 0
+  for p in pieces:
+    held = getattr(p, "sparse", None)
+    if held is None:
+      return None
+    store, index = held
+    if stores and store is stores[-1] and index == expected:
+      expected += 1
+    elif index == 0 and (not stores or expected == stores[-1].num_pieces):
+      stores.append(store)
+      expected = 1
+    else:
+      return None
+  if not stores or expected != stores[-1].num_pieces:
+    return None
+  return stores
+
+
 def _starts(rows: np.ndarray, num_frames: int) -> np.ndarray:
   """int64[num_frames + 1]: where each frame's entries start in rows (sorted)."""
   counts = np.bincount(rows, minlength=int(num_frames)) if rows.size else np.zeros(
@@ -255,3 +372,56 @@ def _metre(piece, time_signature: str, start_step: int, steps_per_quarter: int) 
   frames[piece.rows, 0] = 1.0
   # A copy: a view would keep the whole [T, 109] array alive until the pieces are joined.
   return encoding.add_metre(frames, time_signature, steps_per_quarter, start_step)[:, -2:].copy()
+
+
+class ShardedFrames:
+  """Several `SparseFrames` (shards, each memory-mapped from its own folder) read as one:
+  piece i of the whole is piece i - k of the shard holding it, frames likewise, so a
+  batcher over shards gathers exactly the frames one store of the same pieces would."""
+
+  def __init__(self, stores: Sequence[SparseFrames]):
+    if not stores:
+      raise ValueError("no shards")
+    self.stores = list(stores)
+    self.layout = self.stores[0].layout
+    if any(s.layout != self.layout for s in self.stores):
+      raise ValueError("the shards do not share one frame layout")
+    self._frame_starts = np.cumsum([0] + [s.num_frames for s in self.stores]).astype(np.int64)
+    self._piece_starts = np.cumsum([0] + [s.num_pieces for s in self.stores]).astype(np.int64)
+    self.offsets = np.concatenate([self.stores[0].offsets[:1]] + [
+        s.offsets[1:] + base for s, base in zip(self.stores, self._frame_starts[:-1])])
+
+  num_pieces = SparseFrames.num_pieces
+  num_frames = SparseFrames.num_frames
+  piece_length = SparseFrames.piece_length
+  lengths_of_pieces = SparseFrames.lengths_of_pieces
+  piece = SparseFrames.piece
+
+  @property
+  def width(self) -> int:
+    return self.layout.width
+
+  @property
+  def nbytes(self) -> int:
+    return sum(s.nbytes for s in self.stores)
+
+  def gather(self, rows) -> np.ndarray:
+    """float32[*rows.shape, F]: the frames at frame indices `rows` of the whole, each read
+    from its shard."""
+    rows = np.asarray(rows, np.int64)
+    flat = rows.reshape(-1)
+    shard = np.searchsorted(self._frame_starts, flat, side="right") - 1
+    if (flat < 0).any() or (flat >= self.num_frames).any():
+      raise IndexError(f"frame index out of range 0..{self.num_frames - 1}")
+    out = np.empty((flat.size, self.width), np.float32)
+    for k in np.unique(shard):
+      here = shard == k
+      out[here] = self.stores[k].gather(flat[here] - self._frame_starts[k])
+    return out.reshape(rows.shape + (self.width,))
+
+  def piece_extents(self) -> tuple[np.ndarray, np.ndarray]:
+    parts = [s.piece_extents() for s in self.stores]
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+  def pitches_used(self) -> np.ndarray:
+    return np.logical_or.reduce([s.pitches_used() for s in self.stores])
