@@ -58,6 +58,18 @@ class TrainConfig(Settings):
       False, "Recurrent models: walk each piece window after window, carrying the state "
       "from one step to the next (truncated backpropagation through time), as evaluation "
       "carries it over whole pieces.")
+  data_shares: int = _train(
+      1, "Split the training pieces into N shares (a sharded corpus's shards, n-th shard in "
+      "share n mod N; else every N-th piece) and draw each share's equal part of every "
+      "global batch from that share alone. A multi-process run gives each process "
+      "N / processes shares, and with --shard_files each process opens only its own "
+      "shards: one process with --data_shares=2 trains on the batches two processes do. "
+      "1 = every process draws from all pieces.", check=positive)
+  input_workers: int = _train(
+      0, "Worker processes that assemble the training batches (Grain's mp_prefetch over the "
+      "steps; each worker reads the sparse stores itself and makes its batches dense); 0 = "
+      "a thread of the training process. The batches are the same either way.",
+      check=non_negative)
   patience: int = _train(0, "Stop after this many validations without a new best "
                          "validation NLL (0 = train every step).", check=non_negative)
   parallel: str = _train("jit", "Data parallelism: jit with NamedSharding (default) or "

@@ -35,7 +35,7 @@ from musicgen_jax import checkpoint as ckpt_lib
 from musicgen_jax import cli, losses, models, parallel
 from musicgen_jax import workdir as workdir_lib
 from musicgen_jax.config import RunConfig, TrainConfig, define_run_flags, resume
-from musicgen_jax.encoding import HIGHEST_PITCH, LOWEST_PITCH, NUM_NOTES
+from musicgen_jax.encoding import HIGHEST_PITCH, LOWEST_PITCH
 from musicgen_jax.evaluate import evaluate_pieces
 from musicgen_jax.models import ModelConfig, apply_model, init_params
 
@@ -302,14 +302,19 @@ class _Run:
   window: int
 
 
-def with_pitch_range(config: RunConfig, pieces) -> RunConfig:
-  """The config with the pitches it trains on recorded (sampling keeps to them)."""
+def with_pitch_range(config: RunConfig, pieces, used=None) -> RunConfig:
+  """The config with the pitches it trains on recorded (sampling keeps to them); `used`
+  (bool[106], or the note indices used) where the pieces at hand are not all of them."""
   if config.model.pitch_high:
     return config  # recorded when the run started
   from musicgen_jax.data import batches  # pylint: disable=g-import-not-at-top
-  if not pieces:
+  if used is not None:
+    used = np.asarray(used)
+    used = np.flatnonzero(used) if used.dtype == bool else np.sort(used.astype(np.int64))
+  elif not pieces:
     return config
-  used = np.flatnonzero(batches.sparse_store(pieces).pitches_used())
+  else:
+    used = np.flatnonzero(batches.sparse_store(pieces).pitches_used())
   if not used.size:
     return config
   margin = config.train.transpose_range
@@ -319,34 +324,76 @@ def with_pitch_range(config: RunConfig, pieces) -> RunConfig:
   return dataclasses.replace(config, model=model)
 
 
+def _train_shares(config: RunConfig, dataset) -> dict:
+  """{share: its pieces} for the shares this process holds (`batches.held_shares`)."""
+  from musicgen_jax.data import batches  # pylint: disable=g-import-not-at-top
+  shares = config.train.data_shares
+  held = batches.held_shares(shares, jax.process_index(), jax.process_count())
+  shard_of = getattr(dataset, "shard_of_train", None)
+  train = dataset["train"]
+  share_of = ((lambda i: shard_of[i] % shares) if shard_of is not None
+              else (lambda i: i % shares))
+  out = {h: [p for i, p in enumerate(train) if share_of(i) == h] for h in held}
+  for h, pieces in out.items():
+    logging.info("process %d of %d: training share %d of %d, %d pieces%s", jax.process_index(),
+                 jax.process_count(), h, shares, len(pieces),
+                 "" if shard_of is None else " of shards " + _ranges(
+                     sorted({shard_of[i] for i in range(len(train)) if share_of(i) == h})))
+  return out
+
+
+def _ranges(numbers: list[int]) -> str:
+  """'0, 2, 4' (at most a few, then how many)."""
+  shown = ", ".join(map(str, numbers[:6]))
+  return shown + (f", ... ({len(numbers)} shards)" if len(numbers) > 6 else "")
+
+
 def prepare(config: RunConfig, workdir: str, dataset=None) -> _Run:
   """Checks the run can start (data, sizes, devices) without writing to W."""
-  from musicgen_jax.data import StreamBatches, WindowBatches  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data import ShareBatches, StreamBatches, WindowBatches  # pylint: disable=g-import-not-at-top
+  from musicgen_jax.data import batches as batches_lib  # pylint: disable=g-import-not-at-top
   parallel.check_batch_size(config.train.batch_size)
+  shares = config.train.data_shares
+  held = (batches_lib.held_shares(shares, jax.process_index(), jax.process_count())
+          if shares > 1 else None)
   if dataset is None:
-    dataset = _load_dataset_once(config.data)
+    dataset = _load_dataset_once(
+        config.data, (lambda n: n % shares in held) if held is not None else None)
   if not dataset["train"]:
     raise ValueError("the train split is empty; add music or lower --valid_fraction/--test_fraction")
-  config = with_pitch_range(config, dataset["train"])
+  sharded = getattr(dataset, "shard_of_train", None) is not None
+  # A process holding a share of the shards has only its pieces: the pitches and frames
+  # of the whole train split come from the load's summary, the same on every process.
+  summary = getattr(dataset, "summary", {}) if sharded else {}
+  config = with_pitch_range(config, dataset["train"], summary.get("train_pitches_used"))
   window = train_window(config)
   kind = StreamBatches if config.train.carry_state else WindowBatches
-  batches = kind(dataset["train"], window, config.train.batch_size, config.train.seed,
-                 transpose_range=config.train.transpose_range,
-                 process_index=jax.process_index(), process_count=jax.process_count())
-  train_frames = sum(getattr(p, "num_frames", None) or len(p.frames) for p in dataset["train"])
+  if shares > 1:
+    batches = ShareBatches(kind, _train_shares(config, dataset), shares, window,
+                           config.train.batch_size, config.train.seed,
+                           transpose_range=config.train.transpose_range)
+  else:
+    batches = kind(dataset["train"], window, config.train.batch_size, config.train.seed,
+                   transpose_range=config.train.transpose_range,
+                   process_index=jax.process_index(), process_count=jax.process_count())
+  if "frames_per_split" in summary:
+    train_frames = summary["frames_per_split"]["train"]
+  else:
+    train_frames = sum(getattr(p, "num_frames", None) or len(p.frames) for p in dataset["train"])
   return _Run(config=config, workdir=workdir, num_steps=num_train_steps(config, train_frames),
               batches=batches, valid=list(dataset["valid"]), window=window)
 
 
-def _load_dataset_once(data_cfg):
+def _load_dataset_once(data_cfg, train_shards=None):
   """Process 0 encodes (and caches) first; the others then read its cache."""
   from musicgen_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
   if jax.process_count() == 1:
-    return load_dataset(data_cfg)
+    return load_dataset(data_cfg, train_shards=train_shards)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  dataset = load_dataset(data_cfg) if jax.process_index() == 0 else None
+  dataset = (load_dataset(data_cfg, train_shards=train_shards) if jax.process_index() == 0
+             else None)
   multihost_utils.sync_global_devices("musicgen_jax dataset cached")
-  return dataset if dataset is not None else load_dataset(data_cfg)
+  return dataset if dataset is not None else load_dataset(data_cfg, train_shards=train_shards)
 
 
 class _Validation:
@@ -480,8 +527,15 @@ def _loop(run: _Run, state, start: int, checkpointer, placement: _Placement, log
   step_fn = placement.step_fn()
   meter = _Meter(run.config.train.batch_size * run.window, run.num_steps)
   validate = _Validation(run, history)
-  prefetch = _Prefetcher(lambda s: placement.put_batch(run.batches.train_batch(s)),
-                         range(start, run.num_steps))
+  steps = range(start, run.num_steps)
+  workers = None
+  if run.config.train.input_workers:
+    from musicgen_jax.data import workers as workers_lib  # pylint: disable=g-import-not-at-top
+    workers = workers_lib.worker_batches(run.batches, steps, run.config.train.input_workers)
+    make_batch = lambda s: placement.put_batch(next(workers))  # step s: the next in order
+  else:
+    make_batch = lambda s: placement.put_batch(run.batches.train_batch(s))
+  prefetch = _Prefetcher(make_batch, steps)
   record, done = {"step": start}, start
   try:
     with _StopSignals() as signals:
@@ -497,6 +551,8 @@ def _loop(run: _Run, state, start: int, checkpointer, placement: _Placement, log
                           f"(from checkpoint {checkpointer.latest_step() or 0})") from None
   finally:
     prefetch.close()
+    if workers is not None and hasattr(workers, "close"):
+      workers.close()
   return dict(record, stopped_early=done < run.num_steps)
 
 

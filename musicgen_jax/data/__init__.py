@@ -6,7 +6,7 @@
     frames = batches.batch(step)                # float32[64, 49, F]
 """
 
-from musicgen_jax.data.batches import StreamBatches, WindowBatches
+from musicgen_jax.data.batches import ShareBatches, StreamBatches, WindowBatches
 from musicgen_jax.data.config import STUDY_FRAME, DataConfig, default_cache_dir
 from musicgen_jax.data.pipeline import Dataset, Piece, encode_file, load_dataset
 from musicgen_jax.data.splits import SPLITS, assign_split, split_bucket
@@ -15,6 +15,7 @@ from musicgen_jax.data.stats import dataset_statistics
 __all__ = [
     "STUDY_FRAME",
     "SPLITS",
+    "ShareBatches",
     "DataConfig",
     "Dataset",
     "Piece",

@@ -123,8 +123,10 @@ class WindowBatches:
   """
 
   def __init__(self, pieces: Sequence, seq_len: int, global_batch_size: int, seed: int,
-               transpose_range: int = 0, process_index: int = 0, process_count: int = 1):
+               transpose_range: int = 0, process_index: int = 0, process_count: int = 1,
+               share: int = 0):
     _check_sizes(seq_len, global_batch_size, process_index, process_count, transpose_range)
+    self.share = int(share)  # a share's batches are drawn from a stream of their own
     self.seq_len, self.window = int(seq_len), int(seq_len) + 1
     self.global_batch_size = int(global_batch_size)
     self.local_batch_size = self.global_batch_size // process_count
@@ -155,7 +157,7 @@ class WindowBatches:
 
     Process p gets rows [p * n, (p + 1) * n) of the global batch.
     """
-    rng = np.random.default_rng([self.seed, int(step)])
+    rng = np.random.default_rng([self.seed, int(step)] + ([self.share] if self.share else []))
     windows = rng.integers(0, self.num_windows, size=self.global_batch_size)
     draws = rng.random(self.global_batch_size)
     starts = windows + self._start_shift[np.searchsorted(self._cum_starts, windows, "right")]
@@ -190,8 +192,10 @@ class StreamBatches:
   """
 
   def __init__(self, pieces: Sequence, seq_len: int, global_batch_size: int, seed: int,
-               transpose_range: int = 0, process_index: int = 0, process_count: int = 1):
+               transpose_range: int = 0, process_index: int = 0, process_count: int = 1,
+               share: int = 0):
     _check_sizes(seq_len, global_batch_size, process_index, process_count, transpose_range)
+    self.share = int(share)  # a share's batches are drawn from a stream of their own
     self.seq_len = int(seq_len)
     self.global_batch_size = int(global_batch_size)
     self.local_batch_size = self.global_batch_size // process_count
@@ -211,7 +215,7 @@ class StreamBatches:
 
   def _plan(self, epoch: int) -> np.ndarray:
     """int64[steps, rows, 3]: (piece, window, shift) per step and row; piece -1 = empty."""
-    rng = np.random.default_rng([self.seed, epoch, 1])
+    rng = np.random.default_rng([self.seed, epoch, 1] + ([self.share] if self.share else []))
     order = rng.permutation(len(self._pieces))
     draws = rng.random(len(self._pieces))
     rows = [(0, row, []) for row in range(self.global_batch_size)]  # (windows, row, pieces)
@@ -266,3 +270,43 @@ class StreamBatches:
     if shifts.any():
       frames = transpose(frames, shifts)
     return {"frames": frames, "mask": mask, "reset": reset}
+
+
+def held_shares(num_shares: int, process_index: int, process_count: int) -> range:
+  """The shares process `process_index` draws from: num_shares / process_count of them, in
+  order, so the processes' rows of a global batch are the shares' parts in order."""
+  if num_shares < 1:
+    raise ValueError(f"data_shares must be >= 1, got {num_shares}")
+  if num_shares % process_count:
+    raise ValueError(f"--data_shares={num_shares} does not divide among {process_count} "
+                     f"processes: use a multiple of {process_count}")
+  per = num_shares // process_count
+  return range(process_index * per, (process_index + 1) * per)
+
+
+class ShareBatches:
+  """A global batch made of `num_shares` equal parts, part h drawn from share h's pieces
+  alone (by `kind`, WindowBatches or StreamBatches, with a random stream of its own).
+
+  A process builds only the parts of the shares it holds (`held_shares`), so it needs only
+  those pieces; one process holding every share gives the batches of many processes.
+  """
+
+  def __init__(self, kind, shares: dict, num_shares: int, seq_len: int,
+               global_batch_size: int, seed: int, transpose_range: int = 0):
+    if global_batch_size % num_shares:
+      raise ValueError(f"global batch size {global_batch_size} does not divide into "
+                       f"{num_shares} shares: use a multiple of {num_shares}")
+    rows = global_batch_size // num_shares
+    self.num_shares, self.shares = num_shares, sorted(shares)
+    self.parts = []
+    for h in self.shares:
+      if not shares[h]:
+        raise ValueError(f"training share {h} of {num_shares} has no pieces: lower "
+                         "--data_shares (or --shard_files, for more shards)")
+      self.parts.append(kind(shares[h], seq_len, rows, seed, transpose_range=transpose_range,
+                             share=h))
+
+  def train_batch(self, step: int) -> dict:
+    parts = [part.train_batch(step) for part in self.parts]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}

@@ -29,9 +29,12 @@ import shutil
 import time
 
 from absl import logging
+import numpy as np
 
+from musicgen_jax import encoding
 from musicgen_jax.data import cache as cache_lib
-from musicgen_jax.data import pipeline
+from musicgen_jax.data import encoded
+from musicgen_jax.data import sources
 from musicgen_jax.data import sparse as sparse_lib
 from musicgen_jax.data import splits as splits_lib
 from musicgen_jax.data.config import DataConfig
@@ -69,14 +72,14 @@ def write_shard(cfg: DataConfig, files: list, folder: str) -> dict:
   Runs in a worker process: only this shard's pieces are ever in its memory.
   """
   entries, skipped = [], []
-  for name, piece, reason in pipeline._encode_chunk(cfg.dataset, files, cfg.encoding_settings):  # pylint: disable=protected-access
+  for name, piece, reason in encoded.encode_chunk(cfg.dataset, files, cfg.encoding_settings):
     if piece is None:
       skipped.append((name, reason))
     else:
       entries.append(cache_lib.CachedPiece(name, [], None, piece))
-  splits = (pipeline._split_pieces(cfg, entries) if entries  # pylint: disable=protected-access
+  splits = (encoded.split_pieces(cfg, entries) if entries
             else {s: [] for s in splits_lib.SPLITS})
-  summary = pipeline._summary(cfg, {}, entries, skipped, splits)  # pylint: disable=protected-access
+  summary = encoded.summarize(cfg, {}, entries, skipped, splits)
   described = {"format": SHARD_FORMAT, "num_files": len(files),
                "skipped": [list(s) for s in skipped], "summary": summary,
                "splits": {split: [[p.name, p.tempo_bpm, p.time_signature] for p in pieces]
@@ -170,7 +173,7 @@ def _encode_missing(cfg: DataConfig, root: str, missing: list[tuple[str, list]],
                     interval_s: float) -> dict[str, dict]:
   """Encodes and writes the missing shards, a worker process per shard at a time."""
   progress = _Progress(len(missing), sum(len(f) for _, f in missing), interval_s)
-  workers = min(cfg.num_workers or pipeline.available_cores(), len(missing))
+  workers = min(cfg.num_workers or encoded.available_cores(), len(missing))
   logging.info("encoding %d shards (%d files) on %d process(es) into %s", len(missing),
                progress.files, workers, root)
   written = {}
@@ -180,7 +183,7 @@ def _encode_missing(cfg: DataConfig, root: str, missing: list[tuple[str, list]],
       progress.update(written[name])
   else:
     pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context(pipeline.start_method()))
+        max_workers=workers, mp_context=multiprocessing.get_context(encoded.start_method()))
     try:
       futures = {pool.submit(write_shard, cfg, files, os.path.join(root, name)): name
                  for name, files in missing}
@@ -237,8 +240,19 @@ def _merge(summaries: list[dict]) -> dict:
   return out
 
 
+def _train_pitches(root: str, planned: list, described: dict) -> list[int]:
+  """The note indices used in the whole train split, from each shard's store summary (a few
+  bytes; the stores themselves are not opened)."""
+  used = np.zeros(encoding.NUM_NOTES, bool)
+  for name, _ in planned:
+    if described[name]["splits"]["train"]:
+      with np.load(os.path.join(root, name, "train", sparse_lib.SUMMARY_FILE)) as summary:
+        used |= summary["pitches_used"]
+  return np.flatnonzero(used).tolist()
+
+
 def load_sharded(cfg: DataConfig, source, start: float, interval_s: float,
-                 train_shards=None) -> pipeline.Dataset:
+                 train_shards=None) -> encoded.Dataset:
   """The dataset from its shards, encoding those missing first.
 
   Args:
@@ -255,7 +269,7 @@ def load_sharded(cfg: DataConfig, source, start: float, interval_s: float,
   if missing:
     logging.info("%s: %d of %d shards to encode", source.location, len(missing), len(planned))
     described.update(_encode_missing(cfg, root, missing, interval_s))
-    pipeline._warn_skipped([tuple(s) for name, _ in missing  # pylint: disable=protected-access
+    encoded.warn_skipped([tuple(s) for name, _ in missing
                             for s in described[name]["skipped"]], source.location)
   encode_seconds = time.perf_counter() - encode_start if missing else 0.0
   _allow_open_files(sum(len(sparse_lib.ARRAYS) for name, _ in planned
@@ -269,7 +283,7 @@ def load_sharded(cfg: DataConfig, source, start: float, interval_s: float,
                       not train_shards(number)):
         continue
       store = sparse_lib.SparseFrames.open(os.path.join(root, name, split))
-      splits[split] += [pipeline.Piece(n, tempo_bpm=tempo, time_signature=signature,
+      splits[split] += [encoded.Piece(n, tempo_bpm=tempo, time_signature=signature,
                                        sparse=(store, i))
                         for i, (n, tempo, signature) in enumerate(rows)]
       if split == "train":
@@ -281,12 +295,13 @@ def load_sharded(cfg: DataConfig, source, start: float, interval_s: float,
       "source": source.location, "dataset": cfg.dataset, "num_files": len(source.files),
       "num_encoded": num_encoded, "num_cached": len(source.files) - num_encoded,
       "cache_hit": not missing, "cache_path": root, "encode_seconds": encode_seconds,
-      "num_shards": len(planned), "mapped": root})
+      "num_shards": len(planned), "mapped": root,
+      "train_pitches_used": _train_pitches(root, planned, described)})
   if cfg.dataset == "music21_corpus":
-    summary["licence_notes"] = pipeline.sources.corpus_licence_notes(summary["collections"])
+    summary["licence_notes"] = sources.corpus_licence_notes(summary["collections"])
   if summary["num_pieces"] == 0:
-    raise pipeline._no_music_error(source.location, len(source.files), skipped)  # pylint: disable=protected-access
+    raise encoded.no_music_error(source.location, len(source.files), skipped)
   summary["load_seconds"] = time.perf_counter() - start
-  pipeline._log_load(cfg, summary, splits, skipped, not missing)  # pylint: disable=protected-access
-  return pipeline.Dataset(splits=splits, skipped=skipped, summary=summary, config=cfg,
+  encoded.log_load(cfg, summary, splits, skipped, not missing)
+  return encoded.Dataset(splits=splits, skipped=skipped, summary=summary, config=cfg,
                           shard_of_train=shard_of_train)

@@ -64,11 +64,11 @@ class OnDisk:
     self.shape, self.dtype = tuple(shape), np.dtype(dtype)
     self._row = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
-  def __del__(self):
+  def __del__(self, _close=os.close):  # os itself may be gone at interpreter exit
     fd = getattr(self, "_fd", None)
     if fd is not None:
       try:
-        os.close(fd)
+        _close(fd)
       except OSError:
         pass
 
