@@ -34,6 +34,26 @@ LAYOUT_FILE = "layout.json"
 SUMMARY_FILE = "pieces.npz"  # per piece note extents, and the pitches used
 
 
+def runs(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(lo, hi): `flat` as runs of consecutive integers, flat == concat(arange(lo, hi))."""
+  flat = np.asarray(flat, np.int64).reshape(-1)
+  if not flat.size:
+    return flat, flat
+  breaks = np.flatnonzero(flat[1:] != flat[:-1] + 1) + 1
+  first = np.concatenate([[0], breaks])
+  last = np.concatenate([breaks, [flat.size]]) - 1
+  return flat[first], flat[last] + 1
+
+
+def take_runs(array, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+  """array[lo[0]:hi[0]] ++ array[lo[1]:hi[1]] ++ ...: one read a run from disk (`OnDisk`),
+  one indexing for an array in memory."""
+  if isinstance(array, OnDisk):
+    return array.take_runs(lo, hi)
+  n = hi - lo
+  return array[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))]
+
+
 class OnDisk:
   """A read-only .npy array read from its file on each access (`os.pread`), never mapped:
   a gather reads only the byte ranges it needs, and the pages read live in the system's
@@ -111,15 +131,21 @@ class OnDisk:
     if index.dtype == bool or not np.issubdtype(index.dtype, np.integer):
       raise IndexError("OnDisk takes slices, integers and integer arrays")
     flat = index.reshape(-1).astype(np.int64)
-    out = np.empty((flat.size,) + self.shape[1:], self.dtype)
-    if flat.size:
-      if flat.min() < 0 or flat.max() >= len(self):
-        raise IndexError(f"index out of range for {len(self)} rows")
-      ends = np.flatnonzero(np.diff(flat) != 1) + 1
-      bounds = np.concatenate([[0], ends, [flat.size]])
-      for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        self._read(int(flat[a]), int(flat[a]) + b - a, into=out[a:b])
-    return out.reshape(index.shape + self.shape[1:])
+    if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+      raise IndexError(f"index out of range for {len(self)} rows")
+    return self.take_runs(*runs(flat)).reshape(index.shape + self.shape[1:])
+
+  def take_runs(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Rows lo[0]:hi[0], then lo[1]:hi[1], ... in one array: one read a run."""
+    lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+    if lo.size and (lo.min() < 0 or hi.max() > len(self) or (hi < lo).any()):
+      raise IndexError(f"runs out of range for {len(self)} rows")
+    out = np.empty((int((hi - lo).sum()),) + self.shape[1:], self.dtype)
+    at = 0
+    for a, b in zip(lo.tolist(), hi.tolist()):
+      self._read(a, b, into=out[at:at + b - a])
+      at += b - a
+    return out
 
   def __array__(self, dtype=None, copy=None):
     whole = self._read(0, len(self))
@@ -241,21 +267,32 @@ class SparseFrames:
                _starts(rows, offsets[-1]), pitches, lengths)
 
   def gather(self, rows) -> np.ndarray:
-    """float32[*rows.shape, F]: the frames at global frame indices `rows`."""
+    """float32[*rows.shape, F]: the frames at global frame indices `rows`.
+
+    The rows are read as runs of consecutive frames (a window, a piece): each array is read
+    once a run, which is what keeps a batch cheap when the arrays are on disk."""
     rows = np.asarray(rows, np.int64)
     flat = rows.reshape(-1)
+    if flat.size and (flat.min() < 0 or flat.max() >= self.num_frames):
+      raise IndexError(f"frame index out of range 0..{self.num_frames - 1}")
+    lo, hi = runs(flat)
     out = np.zeros((flat.size, self.width), np.float32)
-    out[:, self._scalar_columns] = self.scalars[flat]
-    first, last = self.note_start[flat], self.note_start[flat + 1]
-    counts = last - first
+    out[:, self._scalar_columns] = take_runs(self.scalars, lo, hi)
+    # Each run's note_start[lo:hi + 1]: its frames' first entries, and the end of the last.
+    bounds = take_runs(self.note_start, lo, hi + 1)
+    ends = np.cumsum(hi - lo + 1) - 1  # position of each run's last bound
+    counts = np.diff(bounds)
+    counts = np.delete(counts, ends[:-1])  # (the step from one run to the next)
     total = int(counts.sum())
     if total:
+      starts = ends - (hi - lo)
+      entry_lo, entry_hi = bounds[starts], bounds[ends]
       frame = np.repeat(np.arange(flat.size), counts)
-      entry = np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(total)
-      pitch = self.pitches[entry].astype(np.int64)
+      pitch = take_runs(self.pitches, entry_lo, entry_hi).astype(np.int64)
       out[frame, pitch] = 1.0
       if self.lengths is not None:
-        out[frame, self.layout.length_columns.start + pitch] = self.lengths[entry]
+        out[frame, self.layout.length_columns.start + pitch] = take_runs(
+            self.lengths, entry_lo, entry_hi)
     return out.reshape(rows.shape + (self.width,))
 
   def piece(self, index: int) -> np.ndarray:
@@ -414,9 +451,11 @@ class ShardedFrames:
     if (flat < 0).any() or (flat >= self.num_frames).any():
       raise IndexError(f"frame index out of range 0..{self.num_frames - 1}")
     out = np.empty((flat.size, self.width), np.float32)
-    for k in np.unique(shard):
-      here = shard == k
-      out[here] = self.stores[k].gather(flat[here] - self._frame_starts[k])
+    order = np.argsort(shard, kind="stable")  # by shard, each shard's rows in their order
+    cuts = np.flatnonzero(np.diff(shard[order])) + 1
+    for part in np.split(order, cuts) if flat.size else ():
+      k = shard[part[0]]
+      out[part] = self.stores[k].gather(flat[part] - self._frame_starts[k])
     return out.reshape(rows.shape + (self.width,))
 
   def piece_extents(self) -> tuple[np.ndarray, np.ndarray]:
