@@ -130,10 +130,7 @@ class OnDisk:
     index = np.asarray(key)
     if index.dtype == bool or not np.issubdtype(index.dtype, np.integer):
       raise IndexError("OnDisk takes slices, integers and integer arrays")
-    flat = index.reshape(-1).astype(np.int64)
-    if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
-      raise IndexError(f"index out of range for {len(self)} rows")
-    return self.take_runs(*runs(flat)).reshape(index.shape + self.shape[1:])
+    return self.take_runs(*runs(index)).reshape(index.shape + self.shape[1:])  # checks range
 
   def take_runs(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Rows lo[0]:hi[0], then lo[1]:hi[1], ... in one array: one read a run."""
